@@ -1,0 +1,81 @@
+"""Shared by every bench script: machine description, library versions, and writing `bench/results/<name>.json`.
+
+Absolute times on a shared 2-core machine are noise; every script therefore times framelm and its peers on the same
+inputs in the same run and reports ratios. This module only records the context those ratios were measured in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+LIBRARIES = ("torch", "transformers", "datasets", "trl", "accelerate", "av", "decord", "pillow", "numpy")
+
+
+def machine_info() -> dict:
+    """Where the numbers come from: CPU, cores, memory, Python and library versions, accelerator if any."""
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {},
+    }
+    for name in LIBRARIES:
+        try:
+            info["versions"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info["versions"][name] = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["accelerator"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Minimum wall time of `repeats` calls, in seconds: the least noisy estimate on a shared machine."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_results(name: str, cases: list[dict], summary: dict, quick: bool) -> Path:
+    """Write `bench/results/<name>.json`: machine, per-case measurements and the targets with met/not met.
+
+    `summary` maps a target name to {"target": str, "measured": float, "met": bool}.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}{'.quick' if quick else ''}.json"
+    payload = {"name": name, "quick": quick, "machine": machine_info(), "cases": cases, "summary": summary}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

@@ -1,0 +1,299 @@
+"""FrameLM: a vision tower, a projector and any HF causal LM, reading interleaved images and fixed-frame videos.
+
+Hub payload: imports torch, the public transformers API (plus the documented `transformers.modeling_outputs`) and its
+sibling files only, so a saved folder loads with `trust_remote_code=True` where framelm is not installed.
+
+How it departs from transformers' LLaVA-NeXT-Video: every image and every video frame of a batch goes through the
+tower in ONE batched pass (no per-modality passes), videos have a fixed frame count (NeMo Video-NeVA style, no
+padding), and a text-only training batch still touches the tower and projector so that DDP/ZeRO-3 see a gradient
+for every trainable parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .configuration_framelm import PATCH_INPUT_TOWERS, TOWERS_WITH_CLS_TOKEN, FrameLMConfig
+from .pipeline_framelm import FrameLMVideoTextToTextPipeline  # noqa: F401  saved beside the model: custom_pipelines
+from .projector_framelm import FrameLMMultiModalProjector, pool_frame_features
+
+IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
+
+
+def _drop_final_norm(tower: nn.Module) -> None:
+    """LLaVA reads a hidden state before the tower's final LayerNorm; with the tower trimmed to the feature layer,
+    that LayerNorm would be the only thing between the two, so it goes."""
+    if isinstance(getattr(tower, "post_layernorm", None), nn.Module):
+        tower.post_layernorm = nn.Identity()
+
+
+class FrameLMPreTrainedModel(PreTrainedModel):
+    config_class = FrameLMConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "video", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    # `_no_split_modules` is gathered from the tower's and the LM's own lists by `post_init`.
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class FrameLMModel(FrameLMPreTrainedModel):
+    """Tower + projector + decoder, without the LM head. Module names follow transformers' LLaVA
+    (`vision_tower`, `multi_modal_projector`, `language_model`) so that PEFT targets and habits carry over."""
+
+    def __init__(self, config: FrameLMConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.tower_config())
+        _drop_final_norm(self.vision_tower)
+        self.multi_modal_projector = FrameLMMultiModalProjector(
+            config.vision_config.hidden_size, config.text_config.hidden_size, config.projector_type
+        )
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) images or frames -> (N, T, D_vision) patch features of the configured layer."""
+        config = self.config
+        tower_kwargs = {}
+        if config.vision_config.model_type in PATCH_INPUT_TOWERS:  # NaFlex towers take pre-cut patches
+            grid, patch = config.vision_grid, config.vision_config.patch_size
+            n, channels = pixels.shape[:2]
+            patches = pixels.reshape(n, channels, grid, patch, grid, patch).permute(0, 2, 4, 3, 5, 1)
+            pixels = patches.reshape(n, grid * grid, patch * patch * channels)  # (N, g*g, p*p*C)
+            tower_kwargs["spatial_shapes"] = torch.tensor([[grid, grid]] * n, device=pixels.device)
+            tower_kwargs["pixel_attention_mask"] = torch.ones(n, grid * grid, dtype=torch.long, device=pixels.device)
+        pixels = pixels.to(self.vision_tower.dtype)
+        # the tower is trimmed to end at the feature layer (see `FrameLMConfig.tower_config`)
+        features = self.vision_tower(pixels, return_dict=True, **tower_kwargs).last_hidden_state
+        if config.vision_config.model_type in TOWERS_WITH_CLS_TOKEN and not config.vision_cls_tokens_kept:
+            features = features[:, 1:]
+        return features
+
+    def get_media_features(
+        self, pixel_values: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Project all images (N_img, C, H, W) and video frames (N_vid, F, C, H, W) of a batch in one tower pass.
+
+        Returns image embeddings (N_img, tokens_per_image, D) and video embeddings (N_vid, tokens_per_video, D).
+        """
+        config = self.config
+        pixels = [p for p in (pixel_values, pixel_values_videos) if p is not None]
+        pixels = [p if p.dim() == 4 else p.flatten(0, 1) for p in pixels]  # videos: (N_vid * F, C, H, W)
+        features = self.encode_pixels(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
+        num_images = 0 if pixel_values is None else pixel_values.shape[0]
+        image_features, frame_features = features[:num_images], features[num_images:]
+        frame_features = pool_frame_features(frame_features, config.vision_grid, config.video_pooling_stride)
+        # one projector call for every token of the batch
+        tokens = torch.cat([image_features.flatten(0, 1), frame_features.flatten(0, 1)])
+        projected = self.multi_modal_projector(tokens)
+        image_tokens = image_features.shape[0] * image_features.shape[1]
+        image_embeds = projected[:image_tokens].reshape(num_images, image_features.shape[1], projected.shape[-1])
+        video_embeds = None
+        if pixel_values_videos is not None:
+            video_embeds = projected[image_tokens:].reshape(pixel_values_videos.shape[0], -1, projected.shape[-1])
+        return (image_embeds if pixel_values is not None else None), video_embeds
+
+    def _zero_media_contribution(self, like: torch.Tensor) -> torch.Tensor:
+        # A text-only batch still sends one blank image through tower and projector and adds 0 * its sum: DDP and
+        # ZeRO-3 wait for a gradient from every trainable parameter and hang (or fail) without one.
+        size = self.config.vision_image_size
+        blank = torch.zeros(1, self.config.vision_config.num_channels, size, size, device=like.device)
+        image_embeds, _ = self.get_media_features(pixel_values=blank)
+        return image_embeds.sum().to(like.dtype) * 0.0
+
+    def _scatter_media(
+        self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, embeds: torch.Tensor | None, kind: str
+    ) -> torch.Tensor:
+        token_id = self.config.image_token_id if kind == "image" else self.config.video_token_id
+        # tokens per item come from the features, so a prompt may use another frame count than training did
+        default = self.config.tokens_per_image if kind == "image" else self.config.tokens_per_video
+        per_item = default if embeds is None else embeds.shape[1]
+        mask = input_ids == token_id  # (B, L)
+        found = mask.sum(dim=1)  # (B,)
+        given = 0 if embeds is None else embeds.shape[0]
+        if int(found.sum()) != given * per_item:
+            raise ValueError(
+                f"<{kind}> tokens per sample {found.tolist()} do not fit {given} {kind}(s) of {per_item} tokens each "
+                f"(expected {given * per_item} in total); build inputs with FrameLMProcessor, which expands each "
+                f"<{kind}> placeholder to its exact token count, not with the tokenizer alone"
+            )
+        if embeds is None:
+            return inputs_embeds
+        flat = embeds.reshape(-1, embeds.shape[-1]).to(inputs_embeds.device, inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat)  # fills positions in order of appearance
+
+    def _media_towers_train(self) -> bool:
+        modules = (self.vision_tower, self.multi_modal_projector)
+        return self.training and any(p.requires_grad for m in modules for p in m.parameters())
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        has_media = pixel_values is not None or pixel_values_videos is not None
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            image_embeds = video_embeds = None
+            if has_media:
+                image_embeds, video_embeds = self.get_media_features(pixel_values, pixel_values_videos)
+            inputs_embeds = self._scatter_media(input_ids, inputs_embeds, image_embeds, "image")
+            inputs_embeds = self._scatter_media(input_ids, inputs_embeds, video_embeds, "video")
+        elif has_media:
+            raise ValueError("pixel inputs need input_ids to find the <image>/<video> positions; got inputs_embeds")
+        if not has_media and self._media_towers_train():
+            inputs_embeds = inputs_embeds + self._zero_media_contribution(inputs_embeds)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+
+class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
+    """FrameLMModel plus the LM head; `generate` consumes pixels at prefill only and reuses the KV cache after."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: FrameLMConfig):
+        super().__init__(config)
+        self.model = FrameLMModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`pixel_values` (N_img, C, H, W) and `pixel_values_videos` (N_vid, F, C, H, W) hold every image and video
+        of the batch in order of appearance; `labels` use -100 for positions without loss."""
+        kwargs.pop("return_dict", None)  # always a ModelOutput: GenerationMixin and Trainer read fields by name
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def prepare_inputs_for_generation(self, *args, **kwargs) -> dict:
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        cache = model_inputs.get("past_key_values")
+        if cache is not None and cache.get_seq_length() > 0:  # decoding: the media already live in the KV cache
+            model_inputs.pop("pixel_values", None)
+            model_inputs.pop("pixel_values_videos", None)
+        return model_inputs
+
+    @classmethod
+    def from_components(
+        cls,
+        vision: str,
+        language: str,
+        dtype: torch.dtype | str = "auto",
+        **config_kwargs,
+    ) -> tuple[FrameLMForConditionalGeneration, object]:
+        """A new FrameLM from a pretrained vision tower and a pretrained causal LM (local folders or Hub ids).
+
+        The tower may be a vision-only checkpoint or a full CLIP/SigLIP model (its vision half is taken). `<image>` and
+        `<video>` are added to the LM's tokenizer as special tokens and the embeddings are resized (new rows start at
+        the mean of the old ones); the projector starts random. Returns `(model, tokenizer)`; build the processor
+        with the tokenizer and the tower's image settings (`framelm init` does both).
+        """
+        vision_config = AutoConfig.from_pretrained(vision)
+        vision_config = getattr(vision_config, "vision_config", vision_config)
+        language_model = AutoModelForCausalLM.from_pretrained(language, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(language)
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, VIDEO_TOKEN]})
+        config = FrameLMConfig(
+            vision_config=vision_config,
+            text_config=language_model.config,
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+            video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+            **config_kwargs,
+        )
+        # only the layers up to the feature layer are loaded; the rest of the checkpoint is reported as unused
+        tower = AutoModel.from_pretrained(vision, config=config.tower_config(), dtype=dtype)
+        _drop_final_norm(tower)
+        with torch.device("meta"):  # the pretrained halves are swapped in below; don't initialise them twice
+            model = cls(config)
+        model.model.vision_tower = tower
+        model.model.language_model = language_model.get_decoder()
+        model.lm_head = language_model.get_output_embeddings()
+        model.model.multi_modal_projector = FrameLMMultiModalProjector(
+            config.vision_config.hidden_size, config.text_config.hidden_size, config.projector_type
+        ).to(dtype=language_model.dtype)
+        if language_model.generation_config is not None:
+            model.generation_config = language_model.generation_config
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        model.tie_weights()
+        return model, tokenizer
+
+
+# Saving copies this folder's code beside the weights and writes `auto_map`, so the folder loads without framelm.
+FrameLMForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")

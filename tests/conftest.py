@@ -1,0 +1,85 @@
+"""Shared fixtures. Every media file and model is generated under pytest's tmp_path: nothing binary is committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from framelm.training.media_writer import pattern_frames, write_frame_folder, write_mp4
+
+# --- media fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_image(tmp_path):
+    """make_image(name, size=(width, height), color, mode) -> path of a one-colour image.
+
+    `color` is an RGB triple converted to `mode`, or a value already in `mode` (e.g. an int for "L")."""
+    from PIL import Image
+
+    def make(name: str = "img.png", size: tuple[int, int] = (64, 48), color=(255, 0, 0), mode: str = "RGB") -> Path:
+        rgb_triple = isinstance(color, tuple) and len(color) == 3
+        image = Image.new("RGB", size, color).convert(mode) if rgb_triple else Image.new(mode, size, color)
+        path = tmp_path / name
+        image.save(path)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def make_mp4(tmp_path):
+    """make_mp4(name, num_frames, size=(width, height), fps, codec, gop) -> path of a video of pattern frames whose
+    index `framelm.training.media_writer.read_pattern_index` reads back from any decoded frame."""
+
+    def make(
+        name: str = "clip.mp4",
+        num_frames: int = 24,
+        size: tuple[int, int] = (64, 48),
+        fps: float = 8,
+        codec: str = "libx264",
+        gop: int = 12,
+    ) -> Path:
+        width, height = size
+        return write_mp4(tmp_path / name, pattern_frames(num_frames, height, width), fps=fps, codec=codec, gop=gop)
+
+    return make
+
+
+@pytest.fixture
+def make_frame_folder(tmp_path):
+    """make_frame_folder(name, num_frames, size=(width, height), fps) -> a folder 00001.jpg ... of pattern frames
+    with its frame rate in the sibling `<name>.json` (none when fps is None)."""
+
+    def make(name: str = "clip", num_frames: int = 10, size: tuple[int, int] = (64, 48), fps="2.0") -> Path:
+        width, height = size
+        return write_frame_folder(tmp_path / name, pattern_frames(num_frames, height, width), fps=fps)
+
+    return make
+
+
+# --- model fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny FrameLM: two-layer towers of width 32/64, 32-px images in 8-px patches (16 tokens per image),
+    4 frames per video, an offline-trained tokenizer. Same code path as `framelm init --tiny`."""
+    from framelm.training.tiny import build_tiny_framelm
+
+    return build_tiny_framelm(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
+
+    return FrameLMForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_model_dir):
+    from framelm.processing.processing_framelm import FrameLMProcessor
+
+    return FrameLMProcessor.from_pretrained(tiny_model_dir)

@@ -1,0 +1,135 @@
+"""The only real proof that a saved FrameLM is Hub-ready: load it in a fresh process where `import framelm` fails,
+through every auto class and both pipelines, and get the same numbers as in-process."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+EXPECTED_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "configuration_framelm.py",
+    "modeling_framelm.py",
+    "projector_framelm.py",
+    "pipeline_framelm.py",
+    "processing_framelm.py",
+    "image_processing_framelm.py",
+    "media_framelm.py",
+    "video_pyav_framelm.py",
+    "chat_template_framelm.py",
+}
+
+
+def run_without_framelm(code: str, cwd) -> dict:
+    """Run `code` in a fresh interpreter where framelm cannot be imported; it prints one json line."""
+    child = "import sys\nsys.modules['framelm'] = None  # any `import framelm` now raises\n" + textwrap.dedent(code)
+    result = subprocess.run([sys.executable, "-c", child], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_saved_folder_holds_weights_code_processor_and_template(tiny_model_dir):
+    files = {p.name for p in tiny_model_dir.iterdir()}
+    assert EXPECTED_FILES <= files, EXPECTED_FILES - files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)  # safetensors only
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    target = "modeling_framelm.FrameLMForConditionalGeneration"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_framelm.FrameLMConfig",
+        "AutoModel": target,
+        "AutoModelForImageTextToText": target,
+        "AutoModelForMultimodalLM": target,
+    }
+    processor_config = json.loads((tiny_model_dir / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_framelm.FrameLMProcessor"
+    assert (processor_config["tokens_per_image"], processor_config["tokens_per_frame"]) == (16, 16)
+    assert processor_config["num_frames"] == 4
+
+
+@pytest.mark.slow
+def test_auto_classes_load_without_framelm_and_give_the_same_logits(
+    tiny_model_dir, tiny_model, tiny_processor, tmp_path
+):
+    torch.manual_seed(0)
+    image = (torch.rand(40, 56, 3) * 255).to(torch.uint8)
+    video = (torch.rand(6, 40, 56, 3) * 255).to(torch.uint8)
+    torch.save({"image": image, "video": video}, tmp_path / "media.pt")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "red?"}]}]
+    text = tiny_processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = tiny_processor(text=text, images=[image], videos=[video], return_tensors="pt")
+    with torch.no_grad():
+        expected = tiny_model(**inputs).logits[0, -1]
+    child = run_without_framelm(
+        f"""
+        import json, torch
+        from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForMultimodalLM
+        folder = {str(tiny_model_dir)!r}
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        media = torch.load({str(tmp_path / "media.pt")!r})
+        inputs = processor(text={text!r}, images=[media["image"]], videos=[media["video"]], return_tensors="pt")
+        out = {{"config": type(config).__name__, "processor": type(processor).__name__}}
+        for auto in (AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM):
+            model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+            out[auto.__name__] = type(model).__name__
+            with torch.no_grad():
+                out["logits_" + auto.__name__] = model(**inputs).logits[0, -1].tolist()
+        out["module"] = type(model).__module__
+        print(json.dumps(out))
+        """,
+        cwd=tmp_path,
+    )
+    assert child["config"] == "FrameLMConfig" and child["processor"] == "FrameLMProcessor"
+    assert "framelm" not in child["module"].split(".")[0]  # the class came from the saved folder, not the package
+    for auto in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM"):
+        assert child[auto] == "FrameLMForConditionalGeneration"
+        torch.testing.assert_close(torch.tensor(child["logits_" + auto]), expected)
+
+
+@pytest.mark.slow
+def test_pipelines_answer_image_and_video_prompts_without_framelm(
+    tiny_model_dir, tiny_model, tiny_processor, make_image, make_mp4, tmp_path
+):
+    image_path, video_path = make_image("red.png", color=(255, 0, 0)), make_mp4("clip.mp4", num_frames=12)
+    question = "What colour is the shape?"
+    expected = {}
+    for kind, path in (("image", image_path), ("video", video_path)):
+        messages = tiny_processor.build_messages(question, **{f"{kind}s": [str(path)]})
+        inputs = tiny_processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        generated = tiny_model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+        expected[kind] = tiny_processor.batch_decode(
+            generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )[0]
+    child = run_without_framelm(
+        f"""
+        import json
+        from transformers import pipeline
+        folder = {str(tiny_model_dir)!r}
+        image_pipe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
+        messages = [{{"role": "user", "content": [{{"type": "image", "path": {str(image_path)!r}}},
+                                                  {{"type": "text", "text": {question!r}}}]}}]
+        image_answer = image_pipe(text=messages, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                  return_full_text=False)
+        video_pipe = pipeline("video-text-to-text", model=folder, trust_remote_code=True)
+        video_answer = video_pipe({str(video_path)!r}, text={question!r}, max_new_tokens=6, min_new_tokens=6,
+                                  do_sample=False)
+        print(json.dumps({{"image": image_answer[0]["generated_text"], "video": video_answer[0]["generated_text"],
+                           "video_pipe": type(video_pipe).__name__}}))
+        """,
+        cwd=tmp_path,
+    )
+    assert child["video_pipe"] == "FrameLMVideoTextToTextPipeline"
+    assert child["image"] == expected["image"]
+    assert child["video"] == expected["video"]

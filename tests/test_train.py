@@ -1,0 +1,190 @@
+"""`framelm train` end to end on a tiny model: stages, LoRA, resume, bad-record policy, DDP over 2 CPU processes,
+and the short demo. Slow by nature (each run builds a Trainer), so marked slow; CI still runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+from trl import ModelConfig, TrlParser
+
+from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
+from framelm.training.train import run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def llava_data(tmp_path, make_image, make_mp4):
+    """Six LLaVA records: images, a video, both, and text-only ones, with their media beside the file."""
+    make_image("red.png", color=(255, 0, 0)), make_image("blue.png", color=(0, 0, 255))
+    make_mp4("clip.mp4", num_frames=8)
+    records = [
+        {"id": "a", "image": "red.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
+                                                          {"from": "gpt", "value": "red"}]},
+        {"id": "b", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"},
+                                                           {"from": "gpt", "value": "a bar"}]},
+        {"id": "c", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
+        {"id": "d", "image": "blue.png", "video": "clip.mp4",
+         "conversations": [{"from": "human", "value": "<image><video>Same colour?"}, {"from": "gpt", "value": "no"}]},
+        {"id": "e", "conversations": [{"from": "human", "value": "Say no."}, {"from": "gpt", "value": "no"}]},
+        {"id": "f", "image": "blue.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
+                                                           {"from": "gpt", "value": "blue"}]},
+    ]  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def train_args(model_dir, data, out, *extra):
+    argv = ["--model_name_or_path", str(model_dir), "--dataset", str(data), "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--max_steps", "2", "--learning_rate", "1e-2",
+            "--dataloader_num_workers", "0", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
+            "--activation_checkpointing", "false", "--seed", "0", *extra]  # fmt: skip
+    return TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig)).parse_args_and_config(argv)
+
+
+def changed_parameters(before_dir, after_dir) -> set[str]:
+    before, after = load_file(before_dir / "model.safetensors"), load_file(after_dir / "model.safetensors")
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+@pytest.mark.parametrize(
+    ("stage", "trained_prefixes"),
+    [
+        ("projector", ("model.multi_modal_projector.",)),
+        ("full", ("model.multi_modal_projector.", "model.language_model.", "lm_head.")),
+        ("all", ("model.multi_modal_projector.", "model.language_model.", "lm_head.", "model.vision_tower.")),
+    ],
+)
+def test_each_stage_trains_exactly_its_parameters(tiny_model_dir, llava_data, tmp_path, stage, trained_prefixes):
+    out = tmp_path / stage
+    trainer = run(*train_args(tiny_model_dir, llava_data, out, "--stage", stage))
+    changed = changed_parameters(tiny_model_dir, out)
+    everything = set(load_file(tiny_model_dir / "model.safetensors"))
+    expected = {name for name in everything if name.startswith(trained_prefixes)}
+    # every parameter of the stage changed, nothing else did (the tiny LM ties no weights)
+    assert changed == expected
+    logged = trainer.state.log_history[0]
+    for key in ("samples_per_second", "tokens_per_second", "media_tokens_per_second", "skipped_records"):
+        assert key in logged, key
+    assert logged["media_tokens_per_second"] > 0 and logged["skipped_records"] == 0
+    record = json.loads((out / "framelm_run.json").read_text())
+    assert record["stage"] == stage and record["hyperparameters"]["global_steps"] == 2
+    assert (out / "modeling_framelm.py").exists() and (out / "processor_config.json").exists()  # Hub-ready
+
+
+def test_lora_trains_adapters_and_the_projector_then_merges(tiny_model_dir, llava_data, tmp_path):
+    from peft import PeftModel
+
+    out = tmp_path / "lora"
+    trainer = run(*train_args(tiny_model_dir, llava_data, out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8"))
+    model = trainer.model
+    assert isinstance(model, PeftModel)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "multi_modal_projector" in n for n in trainable)
+    assert any("language_model" in n and "lora_A" in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    model.eval()
+    with torch.no_grad():
+        adapted = model(**batch).logits
+        merged = model.merge_and_unload()
+        torch.testing.assert_close(merged(**batch).logits, adapted, atol=1e-4, rtol=1e-4)
+    base = load_file(tiny_model_dir / "model.safetensors")
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[name], base[name])  # the adapter was folded into the LM weight
+
+
+class StopAt(TrainerCallback):
+    """Stops a run after `step` optimizer steps, as a killed job would (its last checkpoint is at that step)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_from_a_checkpoint_ends_with_the_same_weights(tiny_model_dir, llava_data, tmp_path):
+    common = ("--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--dataloader_num_workers", "1")
+    straight = tmp_path / "straight"
+    run(*train_args(tiny_model_dir, llava_data, straight, *common))
+    interrupted = tmp_path / "interrupted"
+    run(*train_args(tiny_model_dir, llava_data, interrupted, *common), callbacks=[StopAt(2)])
+    assert (interrupted / "checkpoint-2" / "modeling_framelm.py").exists()  # checkpoints are Hub-ready too
+    resumed = run(*train_args(tiny_model_dir, llava_data, interrupted, *common,
+                              "--resume_from_checkpoint", str(interrupted / "checkpoint-2")))  # fmt: skip
+    assert resumed.state.global_step == 4
+    a, b = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+
+
+def test_bad_records_stop_a_strict_run_and_are_counted_in_a_skip_run(tiny_model_dir, llava_data, tmp_path):
+    with llava_data.open("a") as f:
+        f.write(json.dumps({"id": "bad", "conversations": [{"from": "human", "value": "<image>x"},
+                                                           {"from": "gpt", "value": "y"}]}) + "\n")  # fmt: skip
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match=r"2 of 8 records cannot be used:\n.*train.jsonl:7 \(id=bad\)"):
+        run(*train_args(tiny_model_dir, llava_data, tmp_path / "strict"))
+    trainer = run(*train_args(tiny_model_dir, llava_data, tmp_path / "skip", "--bad_records", "skip"))
+    assert len(trainer.train_dataset) == 6
+    assert trainer.state.log_history[0]["skipped_records"] == 2
+    assert json.loads((tmp_path / "skip" / "framelm_run.json").read_text())["skipped_records"] == 2
+
+
+def test_records_that_cannot_fit_max_length_are_policed_too(tiny_model_dir, llava_data, tmp_path):
+    with pytest.raises(ValueError, match=r"first exchange needs \d+ tokens .* max_length is 40"):
+        run(*train_args(tiny_model_dir, llava_data, tmp_path / "strict", "--max_length", "40"))
+    trainer = run(*train_args(tiny_model_dir, llava_data, tmp_path / "skip", "--max_length", "40",
+                              "--bad_records", "skip"))  # fmt: skip
+    # a video alone is 4 x 16 = 64 tokens: the two video records go, the image and text-only ones fit
+    assert {row["id"] for row in trainer.train_dataset} == {"a", "c", "e", "f"}
+
+
+def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path, make_mp4):
+    """One rank gets the text-only record and the other the video record at every step: without the zero-weight
+    media pass, DDP would fail on tower/projector parameters that one rank never used."""
+    make_mp4("clip.mp4", num_frames=8)
+    records = [
+        {"id": "text", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
+        {"id": "video", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>What moves?"},
+                                                               {"from": "gpt", "value": "a bar"}]},
+    ]  # fmt: skip
+    data = tmp_path / "two.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "ddp"
+    config = os.path.join(os.path.dirname(__file__), "..", "training", "accelerate_configs", "ddp.yaml")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
+               "--mixed_precision", "no", "-m", "framelm.training.train", "--model_name_or_path", str(tiny_model_dir),
+               "--dataset", str(data), "--output_dir", str(out), "--stage", "all", "--per_device_train_batch_size",
+               "1", "--max_steps", "3", "--dataloader_num_workers", "0", "--report_to", "none", "--save_strategy",
+               "no", "--logging_steps", "1", "--activation_checkpointing", "false",
+               "--learning_rate", "1e-2"]  # fmt: skip
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)  # a hang = a failure
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads((out / "framelm_run.json").read_text())
+    assert record["hyperparameters"]["num_processes"] == 2 and record["hyperparameters"]["global_steps"] == 3
+    changed = changed_parameters(tiny_model_dir, out)
+    assert any(n.startswith("model.vision_tower.") for n in changed)  # the video rank's gradients reached the tower
+    assert changed == set(load_file(tiny_model_dir / "model.safetensors"))  # stage all: every parameter trained
+
+
+def test_the_quick_demo_learns(tmp_path):
+    from framelm.training.cli import main as cli
+
+    assert cli(["demo", "--out", str(tmp_path / "demo"), "--quick"]) == 0
+    metrics = json.loads((tmp_path / "demo" / "demo_metrics.json").read_text())
+    assert set(metrics) >= {"before", "after", "seconds"}
+    assert metrics["last_loss"] < 0.5 * metrics["first_loss"]  # loss falls clearly
+    chance = {"colour": 0.25, "shape": 0.25, "motion": 0.25, "compare": 0.5}
+    assert metrics["after"]["colour"] > 2 * chance["colour"]  # above chance on a question that needs the pixels
+    assert sum(metrics["after"].values()) > sum(metrics["before"].values())
+    assert (tmp_path / "demo" / "model.safetensors").exists() and (tmp_path / "demo" / "modeling_framelm.py").exists()

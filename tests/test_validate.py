@@ -1,0 +1,163 @@
+"""`framelm data validate`: every kind of bad record found with its line, id and fix; the counts add up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from framelm.training.budget import TokenBudget
+from framelm.training.data_cli import main as data_main
+from framelm.training.validate import check_media_file, validate
+
+
+def conversation(question: str, answer: str = "ok") -> list[dict]:
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def write_jsonl(path, records) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.fixture
+def media_root(tmp_path, make_image, make_mp4, make_frame_folder):
+    """A folder with good media and one broken file of every kind validate must notice."""
+    root = tmp_path / "media"
+    root.mkdir()
+    shutil.copy(make_image("good.png"), root / "good.png")
+    shutil.copy(make_mp4("good.mp4", num_frames=8), root / "good.mp4")
+    folder = make_frame_folder("clip", num_frames=4)
+    shutil.copytree(folder, root / "clip")
+    shutil.copy(str(folder).rstrip("/") + ".json", root / "clip.json")
+    shutil.copytree(folder, root / "no_fps")  # a frame folder without its <folder>.json
+    Image.new("L", (16, 16), 128).save(root / "gray.png")
+    Image.new("RGBA", (16, 16), (1, 2, 3, 4)).save(root / "rgba.png")
+    Image.new("CMYK", (16, 16)).save(root / "cmyk.jpg")
+    Image.new("RGB", (1, 1)).save(root / "pixel.png")
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(root / "whole.jpg", quality=95)
+    data = (root / "whole.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[: len(data) // 2])  # a truncated JPEG
+    video = (root / "good.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(video[: len(video) // 3])  # a truncated video
+    (root / "text.png").write_text("not an image")
+    return root
+
+
+GOOD = [
+    {"id": "img", "image": "good.png", "conversations": conversation("<image>\nWhat?")},
+    {"id": "vid", "video": "good.mp4", "conversations": conversation("<video>\nWhat?")},
+    {"id": "frames", "video": "clip", "conversations": conversation("<video>\nWhat?")},
+    {"id": "text", "conversations": conversation("Hello")},
+]
+BAD = [  # (record, problem kinds expected)
+    ({"id": "missing", "image": "nowhere.png", "conversations": conversation("<image>")}, ["missing_file"]),
+    ({"id": "gray", "image": "gray.png", "conversations": conversation("<image>")}, ["unusual_mode"]),
+    ({"id": "rgba", "image": "rgba.png", "conversations": conversation("<image>")}, ["unusual_mode"]),
+    ({"id": "cmyk", "image": "cmyk.jpg", "conversations": conversation("<image>")}, ["unusual_mode"]),
+    ({"id": "pixel", "image": "pixel.png", "conversations": conversation("<image>")}, ["tiny_image"]),
+    ({"id": "cut_jpg", "image": "cut.jpg", "conversations": conversation("<image>")}, ["undecodable"]),
+    ({"id": "not_img", "image": "text.png", "conversations": conversation("<image>")}, ["undecodable"]),
+    ({"id": "cut_mp4", "video": "cut.mp4", "conversations": conversation("<video>")}, ["undecodable"]),
+    ({"id": "no_fps", "video": "no_fps", "conversations": conversation("<video>")}, ["missing_fps"]),
+    ({"id": "escape", "image": "../outside.png", "conversations": conversation("<image>")}, ["outside_root"]),
+    ({"id": "count", "image": ["good.png"], "conversations": conversation("<image><image>")}, ["placeholder_count"]),
+    ({"id": "two", "image": ["gray.png", "pixel.png"], "conversations": conversation("<image><image>")},
+     ["unusual_mode", "tiny_image"]),
+]  # fmt: skip
+
+
+def test_every_media_problem_is_reported_and_counts_add_up(tmp_path, media_root):
+    path = write_jsonl(tmp_path / "train.jsonl", GOOD + [record for record, _ in BAD])
+    report = validate(path, image_folder=str(media_root), video_folder=str(media_root), cache_dir=str(tmp_path / "c"))
+    assert report.total == len(GOOD) + len(BAD)
+    assert (report.good_records, report.bad_records) == (len(GOOD), len(BAD))
+    found = {}
+    for problem in report.problems:
+        found.setdefault(problem.id, []).append(problem.kind)
+    assert found == {record["id"]: kinds for record, kinds in BAD}
+    by_id = {p.id: p for p in report.problems}
+    assert by_id["missing"].where == f"{path}:{len(GOOD) + 1}"
+    assert by_id["gray"].problem == f"image {media_root / 'gray.png'} is grayscale (mode L)"
+    assert by_id["pixel"].problem.endswith("is 1x1 pixels")
+    assert by_id["no_fps"].problem.startswith(f"frame folder {media_root / 'no_fps'} has no frame rate file")
+    assert all(p.fix for p in report.problems)
+    table = report.table()
+    assert "records read" in table and "unusual_mode                         4" in table
+
+
+def test_ignoring_a_kind_and_skipping_media(tmp_path, media_root):
+    records = [GOOD[0], BAD[1][0], BAD[0][0]]  # good, grayscale, missing file
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    kwargs = {"image_folder": str(media_root), "cache_dir": str(tmp_path / "c")}
+    ignored = validate(path, ignore=["unusual_mode"], **kwargs)
+    assert [p.id for p in ignored.problems] == ["missing"] and ignored.good_records == 2
+    structural = validate(path, check_media=False, **kwargs)
+    assert structural.ok and structural.good_records == 3
+
+
+def test_cli_prints_the_table_writes_the_report_and_exits_non_zero(tmp_path, media_root, capsys):
+    path = write_jsonl(tmp_path / "train.jsonl", [GOOD[0], BAD[0][0], BAD[9][0]])
+    report_path = tmp_path / "bad.jsonl"
+    argv = ["validate", path, "--image-folder", str(media_root), "--report", str(report_path)]
+    assert data_main([*argv, "--cache-dir", str(tmp_path / "c")]) == 1
+    out = capsys.readouterr().out
+    assert "with problems                        2" in out and "outside_root" in out
+    lines = [json.loads(line) for line in report_path.read_text().splitlines()]
+    assert [(r["where"], r["id"], r["kind"]) for r in lines] == [
+        (f"{path}:2", "missing", "missing_file"),
+        (f"{path}:3", "escape", "outside_root"),
+    ]
+    assert {"where", "id", "problem", "fix"} <= set(lines[0])
+    good = write_jsonl(tmp_path / "good.jsonl", [GOOD[0]])
+    assert data_main(["validate", good, "--image-folder", str(media_root), "--cache-dir", str(tmp_path / "c")]) == 0
+
+
+def test_duplicated_bad_records_of_a_mixture_count_once_per_copy(tmp_path, media_root):
+    write_jsonl(tmp_path / "a.jsonl", [GOOD[0], BAD[0][0]])
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"- json_path: a.jsonl\n  sampling_strategy: dup:3\n  image_folder: {media_root}\n")
+    report = validate(str(mix), cache_dir=str(tmp_path / "c"))
+    assert (report.total, report.good_records, report.bad_records, len(report.problems)) == (6, 3, 3, 3)
+
+
+def test_check_media_file_accepts_good_media(media_root):
+    assert check_media_file("image", str(media_root / "good.png")) == []
+    assert check_media_file("video", str(media_root / "good.mp4")) == []
+    assert check_media_file("frames", str(media_root / "clip")) == []
+    assert check_media_file("video", str(media_root)) == [
+        ("missing_file", f"video {media_root} is a folder, not a file", "fix the path or --video-folder")
+    ]
+
+
+def test_max_length_reports_records_whose_first_exchange_cannot_fit(tmp_path, media_root, tiny_processor):
+    # the tiny processor: 16 tokens per image, 4 frames x 16 tokens per video
+    records = [
+        {"id": "short", "conversations": conversation("Hi")},
+        {"id": "video", "video": "good.mp4", "conversations": conversation("<video>What?")},
+        {"id": "long", "image": "good.png", "conversations": conversation("<image>a", "b") + conversation("c " * 60)},
+    ]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    report = validate(
+        path, video_folder=str(media_root), image_folder=str(media_root), max_length=60,
+        budget=TokenBudget.from_processor(tiny_processor), cache_dir=str(tmp_path / "c"),
+    )  # fmt: skip
+    assert [(p.id, p.kind) for p in report.problems] == [("video", "too_long")]
+    assert report.problems[0].problem.startswith("would be truncated inside media tokens")
+    assert "max_length is 60" in report.problems[0].problem
+    assert report.truncated == 1  # "long" keeps its first exchange
+    with pytest.raises(ValueError, match="needs the model's processor"):  # nothing to count tokens with
+        validate(path, max_length=60)
+
+
+def test_cli_max_length_needs_a_model_and_uses_its_processor(tmp_path, tiny_model_dir, capsys):
+    records = [{"id": "v", "video": "v.mp4", "conversations": conversation("<video>What?")}]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    base = ["validate", path, "--no-media-check", "--max-length", "40", "--cache-dir", str(tmp_path / "c")]
+    assert data_main(base) == 2
+    assert "--max-length needs --model" in capsys.readouterr().err
+    assert data_main([*base, "--model", str(tiny_model_dir)]) == 1  # 4 frames x 16 tokens > 40
+    assert "too_long" in capsys.readouterr().out
+    assert data_main([*base, "--model", str(tiny_model_dir), "--num-frames", "1"]) == 0  # 16 tokens fit

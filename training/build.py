@@ -1,0 +1,92 @@
+"""Assemble a FrameLM and its processor from parts, and save them as one Hub-ready folder.
+
+The model side (`modeling/`) and the input side (`processing/`) may not import each other, so this is the one place
+that reads the model config and writes what the processor must know (token strings and counts, frames per video).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import AutoImageProcessor, PreTrainedModel
+
+from framelm.modeling.configuration_framelm import FrameLMConfig
+from framelm.modeling.modeling_framelm import IMAGE_TOKEN, VIDEO_TOKEN, FrameLMForConditionalGeneration
+from framelm.processing.chat_template_framelm import IM_END, IM_START
+from framelm.processing.image_processing_framelm import FrameLMImageProcessor
+from framelm.processing.processing_framelm import FrameLMProcessor
+
+logger = logging.getLogger(__name__)
+
+# Preprocessing of towers that ship no preprocessor_config.json, by tower type (their papers' published settings).
+DEFAULT_TOWER_PREPROCESSING = {
+    "clip_vision_model": {
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    },
+    "siglip_vision_model": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
+    "siglip2_vision_model": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
+}
+
+
+def processor_for(config: FrameLMConfig, tokenizer, image_processor: FrameLMImageProcessor) -> FrameLMProcessor:
+    """The processor of a model: its tokenizer, its tower's preprocessing, and the token counts from its config."""
+    return FrameLMProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_token=IMAGE_TOKEN,
+        video_token=VIDEO_TOKEN,
+        tokens_per_image=config.tokens_per_image,
+        tokens_per_frame=config.tokens_per_frame,
+        num_frames=config.num_frames,
+    )
+
+
+def tower_image_processor(vision: str, config: FrameLMConfig) -> FrameLMImageProcessor:
+    """Copy the tower checkpoint's own preprocessing (size, resample, mean/std, crop); fall back to the published
+    defaults of its type when the checkpoint has no preprocessor config."""
+    size = config.vision_image_size
+    try:
+        tower_processor = AutoImageProcessor.from_pretrained(vision)
+    except (OSError, ValueError) as err:
+        logger.warning(
+            "no image processor config in %s (%s); using the defaults of %s",
+            vision,
+            err,
+            config.vision_config.model_type,
+        )
+        defaults = DEFAULT_TOWER_PREPROCESSING.get(config.vision_config.model_type, {})
+        return FrameLMImageProcessor(size={"height": size, "width": size}, **defaults)
+    override = size if config.vision_config.model_type == "siglip2_vision_model" else None
+    return FrameLMImageProcessor.from_tower_processor(tower_processor, size_override=override)
+
+
+def build_from_components(vision: str, language: str, **config_kwargs) -> tuple[PreTrainedModel, FrameLMProcessor]:
+    """A new FrameLM (pretrained tower + pretrained LM, random projector) and its processor."""
+    model, tokenizer = FrameLMForConditionalGeneration.from_components(vision, language, **config_kwargs)
+    missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
+    if missing:  # the chat template's turn markers must be single tokens, or <|im_end|> cannot end generation
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    set_generation_defaults(model, tokenizer)
+    return model, processor_for(model.config, tokenizer, tower_image_processor(vision, model.config))
+
+
+def set_generation_defaults(model: PreTrainedModel, tokenizer) -> None:
+    """Generation stops at the end of an assistant turn and pads with the tokenizer's pad token."""
+    end_of_turn = tokenizer.convert_tokens_to_ids(IM_END)
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    model.generation_config.eos_token_id = [end_of_turn] + [e for e in eos if e != end_of_turn]
+    model.generation_config.pad_token_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn
+    )
+
+
+def save_framelm(model: PreTrainedModel, processor: FrameLMProcessor, out_dir: str | Path) -> Path:
+    """Write weights (safetensors), config with auto_map, remote code, processor, chat template, generation config."""
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,51 @@
+"""The `framelm` command: one subcommand per job, each living in its own module.
+
+    framelm init --tiny OUT            # a tiny random model for tests and demos
+    framelm data validate train.json   # check every record before training
+    framelm train --config recipe.yaml # TRL SFT, under `accelerate launch` for many GPUs
+    framelm demo --out OUT             # the README's main job
+
+Heavy libraries (torch, transformers, trl) are imported inside each subcommand, so `framelm --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module under framelm.training, one-line description shown by `framelm --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("init_cli", "Build a new FrameLM from a vision tower and a causal LM, or a tiny random one (--tiny)."),
+    "data": ("data_cli", "Validate, inspect, convert datasets and extract video frames."),
+    "train": ("train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
+    "demo": ("demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
+    "generate": ("generate", "Batch inference from a NeVA-style prompt jsonl."),
+    "judge": ("judge", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
+    "export": ("export", "Write a complete Hub folder with weights, remote code, processor and model card."),
+    "push": ("push", "Upload an exported folder to the Hugging Face Hub."),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: framelm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()]
+    lines += ["", "Run `framelm <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"framelm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"framelm.training.{COMMANDS[name][0]}")
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

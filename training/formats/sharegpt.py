@@ -1,0 +1,77 @@
+"""ShareGPT records (Pai-Megatron-Patch, LLaMA-Factory) and transformers' content-list messages.
+
+    {"conversations": [{"from": "human", "value": "<image>...<image>"}, ...], "images": [...], "videos": [...]}
+    {"messages": [{"role": "user", "content": "<video><video>..."}, ...], "videos": [...]}
+    {"messages": [{"role": "user", "content": [{"type": "image", "path": "a.jpg"}, {"type": "text", "text": "?"}]}]}
+
+`images` and `videos` are matched in order to the placeholders of their kind, several per turn if need be. A video
+may be a file or a folder of frames (`clip/00001.jpg ...` with `clip.json` holding `{"fps": "2.0"}`), told apart by
+the path having an extension. In content lists, a media item may name its own path (`path`, `url`, `image` or
+`video`); items without one take the next path of the record's list. A `system` key or a first `system` message is
+the system prompt.
+"""
+
+from __future__ import annotations
+
+from ..sample import IMAGE_PLACEHOLDER, PLACEHOLDER_PATTERN, VIDEO_PLACEHOLDER, RecordProblem, Sample
+from .common import ReadOptions, as_path_list, build_sample, problem, text_messages
+
+MEDIA_PATH_KEYS = ("path", "url", "image", "video")
+
+
+def read_sharegpt(record, where: str, options: ReadOptions) -> Sample | RecordProblem:
+    if not isinstance(record, dict):
+        return problem(record, where, "not_an_object", "the record is not a JSON object", "make each record an object")
+    inline: dict[int, tuple[str, str]] = {}
+    turns = record.get("messages", record.get("conversations"))
+    if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "from" not in turns[0]:
+        messages = _content_messages(record, where, turns, inline)
+    else:
+        messages = text_messages(record, where, turns, "from", "value")
+    if isinstance(messages, RecordProblem):
+        return messages
+    images, videos = as_path_list(record.get("images"), "images"), as_path_list(record.get("videos"), "videos")
+    for paths in (images, videos):
+        if isinstance(paths, str):
+            return problem(record, where, "bad_media_path", paths, "give a list of path strings")
+    system = record.get("system")
+    if system is not None and not isinstance(system, str):
+        return problem(record, where, "bad_turn", "'system' is not a string", "make it a string or remove it")
+    return build_sample(record, where, options, messages, images, videos, system=system or "", inline=inline)
+
+
+def _content_messages(record, where: str, turns, inline: dict) -> list[tuple[str, str]] | RecordProblem:
+    """`messages` with string or content-list `content` -> (role, text) pairs; inline media paths go to `inline`."""
+    if not all(isinstance(t, dict) for t in turns):
+        return text_messages(record, where, turns, "role", "content")  # names the first turn that is not a dict
+    messages, placeholders = [], 0
+    for index, turn in enumerate(turns, start=1):
+        content = turn.get("content")
+        if isinstance(content, str):
+            placeholders += len(PLACEHOLDER_PATTERN.findall(content))
+            messages.append((turn.get("role"), content))
+            continue
+        if not isinstance(content, list):
+            return problem(
+                record, where, "bad_turn", f"turn {index} has no 'content' string or list",
+                "give every message a 'role' and a 'content' (a string or a list of {'type': ...} items)",
+            )  # fmt: skip
+        pieces = []
+        for item in content:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "text" and isinstance(item.get("text"), str):
+                pieces.append(item["text"])
+                placeholders += len(PLACEHOLDER_PATTERN.findall(item["text"]))
+            elif kind in ("image", "video"):
+                path = next((item[k] for k in MEDIA_PATH_KEYS if isinstance(item.get(k), str) and item[k]), None)
+                if path is not None:
+                    inline[placeholders] = (kind, path)
+                pieces.append(IMAGE_PLACEHOLDER if kind == "image" else VIDEO_PLACEHOLDER)
+                placeholders += 1
+            else:
+                return problem(
+                    record, where, "bad_turn", f"turn {index} has a content item that is not text, image or video: "
+                    f"{str(item)[:60]}", "use {'type': 'text', 'text': ...}, {'type': 'image'} or {'type': 'video'}",
+                )  # fmt: skip
+        messages.append((turn.get("role"), "".join(pieces)))
+    return messages

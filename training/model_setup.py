@@ -1,0 +1,85 @@
+"""Which model `framelm train` trains, and which of its parameters: loading or building, stages, LoRA."""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# Linear layers of the causal LM that LoRA adapts by default (Llama/Qwen/Mistral/Gemma names); the tower and the
+# projector are never LoRA targets: the projector trains fully, the tower only at stage `all`.
+LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def load_model_and_processor(script_args, model_args):
+    """`--init_from tiny`, `--init_from VISION LM`, or a saved FrameLM at `--model_name_or_path`."""
+    from .build import build_from_components
+
+    dtype = model_args.dtype or "float32"
+    if script_args.init_from == ["tiny"]:
+        from .tiny import build_tiny_framelm
+
+        overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
+        return build_tiny_framelm(**overrides)
+    if script_args.init_from:
+        vision, language = script_args.init_from
+        overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
+        return build_from_components(vision, language, dtype=dtype, **overrides)
+
+    from trl import get_quantization_config
+
+    from framelm.modeling import FrameLMForConditionalGeneration
+    from framelm.processing import FrameLMProcessor
+
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:  # QLoRA quantizes the LM only: the tower and projector stay in full precision
+        quantization.llm_int8_skip_modules = ["vision_tower", "multi_modal_projector", "lm_head"]
+    model = FrameLMForConditionalGeneration.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        quantization_config=quantization,
+    )
+    processor = FrameLMProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    return model, processor
+
+
+def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
+    """LLaVA/NeVA stages. projector: only the projector; full: projector + LM (tower frozen); all: everything.
+
+    With LoRA the LM's own weights stay frozen and PEFT adds adapters (see `peft_config_for`).
+    """
+    if use_peft and stage == "projector":
+        raise ValueError("--stage projector trains the projector only; LoRA (--use_peft) adapts the LM: pick one")
+    inner = model.model
+    model.requires_grad_(False)
+    inner.multi_modal_projector.requires_grad_(True)
+    if stage in ("full", "all") and not use_peft:
+        inner.language_model.requires_grad_(True)
+        model.lm_head.requires_grad_(True)
+    if stage == "all":
+        inner.vision_tower.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}",
+                f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
+
+
+def peft_config_for(model_args, stage: str):
+    """A LoRA config on the LM's linear layers; the projector (and the tower at stage `all`) train in full."""
+    if not model_args.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or LM_LORA_TARGETS,
+        modules_to_save=["multi_modal_projector"] + (["vision_tower"] if stage == "all" else []),
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+        task_type="CAUSAL_LM",
+    )

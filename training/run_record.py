@@ -1,0 +1,37 @@
+"""`framelm_run.json`: what a `framelm train` run was (stage, data, hyperparameters, counts), written beside the model
+so that `framelm export` can fill the model card from facts instead of asking for them again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RUN_RECORD = "framelm_run.json"
+CARD_HYPERPARAMETERS = (
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "bf16", "gradient_checkpointing",
+    "seed",
+)  # fmt: skip
+
+
+def write_run_record(output_dir: str, script_args, training_args, model_args, trainer, skipped: int) -> Path:
+    args = training_args.to_dict()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    record = {
+        "stage": script_args.stage,
+        "use_peft": bool(model_args.use_peft),
+        "lora_r": model_args.lora_r if model_args.use_peft else None,
+        "datasets": [d for d in (script_args.dataset, script_args.eval_dataset) if d],
+        "skipped_records": skipped,
+        "hyperparameters": {key: args[key] for key in CARD_HYPERPARAMETERS if key in args}
+        | {"num_processes": trainer.accelerator.num_processes, "global_steps": trainer.state.global_step},
+        "final_train_loss": losses[-1] if losses else None,
+    }
+    path = Path(output_dir) / RUN_RECORD
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def read_run_record(model_dir: str | Path) -> dict | None:
+    path = Path(model_dir) / RUN_RECORD
+    return json.loads(path.read_text()) if path.exists() else None

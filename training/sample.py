@@ -1,0 +1,110 @@
+"""The one normalized shape every reader produces, and the problem record for what cannot be read.
+
+Every source format (LLaVA/NeVA, lmms-finetune, ShareGPT, mixture rows) is turned into a `Sample` so that the
+collator, the validator and the statistics know one schema only. Media stays on disk as paths: decoding happens
+lazily in DataLoader workers, which keeps converting a million records cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import datasets
+
+IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"  # also marks a folder of pre-extracted frames (media kind "frames")
+PLACEHOLDER_PATTERN = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
+MEDIA_KINDS = ("image", "video", "frames")
+ROLES = ("user", "assistant")
+
+SAMPLE_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),  # the record's own id ("" when it has none)
+        "source": datasets.Value("string"),  # dataset name (mixture entry) or file name
+        "where": datasets.Value("string"),  # "train.jsonl:17": file and 1-based line (or array index) of the record
+        "system": datasets.Value("string"),  # system prompt, "" when none
+        # ordered turns; placeholders in `text` appear in the same order as `media`
+        "turns": datasets.List({"role": datasets.Value("string"), "text": datasets.Value("string")}),
+        # ordered media references: kind is image | video | frames, path is resolved against its root folder
+        "media": datasets.List({"kind": datasets.Value("string"), "path": datasets.Value("string")}),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" | "assistant"
+    text: str
+
+
+@dataclass(frozen=True)
+class Media:
+    kind: str  # "image" | "video" | "frames"
+    path: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    turns: tuple[Turn, ...]
+    media: tuple[Media, ...] = ()
+    system: str = ""
+    id: str = ""
+    source: str = ""
+    where: str = ""
+
+    def to_row(self) -> dict:
+        """The row stored in a `datasets.Dataset` with `SAMPLE_FEATURES` (built by hand: `asdict` is 10x slower)."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "where": self.where,
+            "system": self.system,
+            "turns": [{"role": t.role, "text": t.text} for t in self.turns],
+            "media": [{"kind": m.kind, "path": m.path} for m in self.media],
+        }
+
+    def to_messages(self) -> list[dict]:
+        """transformers content-list messages: each placeholder becomes an {"type": "image"|"video", "path": ...} item.
+
+        Frame folders are videos to the model, so they become video items too; the processor's video loader reads
+        a folder path as a folder of frames.
+        """
+        media = iter(self.media)
+        messages = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
+        for turn in self.turns:
+            content = []
+            for piece in PLACEHOLDER_PATTERN.split(turn.text):
+                if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+                    item = next(media)
+                    content.append({"type": "image" if item.kind == "image" else "video", "path": item.path})
+                elif piece:
+                    content.append({"type": "text", "text": piece})
+            messages.append({"role": turn.role, "content": content})
+        return messages
+
+    @classmethod
+    def from_row(cls, row: dict) -> Sample:
+        return cls(
+            turns=tuple(Turn(**t) for t in row["turns"]),
+            media=tuple(Media(**m) for m in row["media"]),
+            system=row.get("system") or "",
+            id=row.get("id") or "",
+            source=row.get("source") or "",
+            where=row.get("where") or "",
+        )
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """A record that cannot be used: returned by readers and checks, never raised and never dropped silently."""
+
+    where: str  # "train.jsonl:17"
+    problem: str  # "2 <video> placeholders but 1 video path"
+    fix: str  # "add the missing path to 'video' or remove a placeholder"
+    id: str = ""  # the record's own id when it has one
+    kind: str = field(default="other")  # short category for the summary table, e.g. "placeholder_count"
+
+    def to_report(self) -> dict:
+        """One line of the `--report bad.jsonl` file."""
+        return {"where": self.where, "id": self.id, "problem": self.problem, "fix": self.fix, "kind": self.kind}

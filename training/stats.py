@@ -1,0 +1,84 @@
+"""`framelm data stats`: the token budget of every record for one model's processor settings.
+
+Text tokens, media tokens and their total per record, as percentiles and a histogram, and what a `max_length` would
+do: how many records lose trailing exchanges, and how many could not be kept at all (their first exchange, media
+included, does not fit). Nothing is decoded, so this runs at tokenizer speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+
+from .budget import TokenBudget, iter_token_counts, plan_truncation
+
+PERCENTILES = (50, 90, 95, 99, 100)
+BAR_WIDTH = 40  # characters of the longest histogram bar
+
+
+@dataclass
+class TokenStats:
+    text: np.ndarray  # (N,) text tokens per record
+    media: np.ndarray  # (N,) media tokens per record
+    max_length: int | None = None
+    shortened: int = 0  # records that keep only their leading exchanges at max_length
+    dropped: int = 0  # records whose first exchange does not fit max_length
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.text + self.media
+
+    def percentiles(self) -> dict[str, dict[int, int]]:
+        """{"text"|"media"|"total": {percentile: tokens}}, rounded up to whole tokens."""
+        columns = {"text": self.text, "media": self.media, "total": self.total}
+        if not len(self.text):
+            return {name: dict.fromkeys(PERCENTILES, 0) for name in columns}
+        return {
+            name: {q: int(np.ceil(np.percentile(values, q))) for q in PERCENTILES} for name, values in columns.items()
+        }
+
+    def histogram(self, bins: int = 10) -> list[tuple[int, int, int]]:
+        """(low, high, records) of the total tokens, in equal-width bins."""
+        if not len(self.text):
+            return []
+        counts, edges = np.histogram(self.total, bins=bins)
+        return [(int(lo), int(hi), int(n)) for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True)]
+
+    def table(self, bins: int = 10) -> str:
+        lines = [
+            f"{len(self.text):,} records",
+            "",
+            f"  {'tokens':<8}" + "".join(f"{'p' + str(q):>10}" for q in PERCENTILES),
+        ]
+        for name, values in self.percentiles().items():
+            lines.append(f"  {name:<8}" + "".join(f"{values[q]:>10,}" for q in PERCENTILES))
+        histogram = self.histogram(bins)
+        if histogram:
+            peak = max(n for _, _, n in histogram) or 1
+            lines += ["", "  total tokens         records"]
+            for lo, hi, n in histogram:
+                lines.append(f"  {lo:>8,}-{hi:<8,}{n:>10,}  {'#' * round(BAR_WIDTH * n / peak)}")
+        if self.max_length is not None:
+            cut = int((self.total > self.max_length).sum())
+            lines += [
+                "",
+                f"  max_length {self.max_length:,}: {cut:,} records are longer; {self.shortened:,} keep their leading "
+                f"exchanges, {self.dropped:,} cannot be kept (first exchange too long)",
+            ]
+        return "\n".join(lines)
+
+
+def token_stats(dataset: datasets.Dataset, budget: TokenBudget, max_length: int | None = None) -> TokenStats:
+    """Token counts of every row of a `SAMPLE_FEATURES` dataset (e.g. `load_samples(...).dataset`)."""
+    text, media = np.zeros(len(dataset), dtype=np.int64), np.zeros(len(dataset), dtype=np.int64)
+    shortened = dropped = 0
+    for row, sample, count in iter_token_counts(dataset, budget):
+        text[row], media[row] = count.text, count.media
+        if max_length is not None and count.total > max_length:
+            if plan_truncation(budget.turn_counts(sample), max_length):
+                shortened += 1
+            else:
+                dropped += 1
+    return TokenStats(text=text, media=media, max_length=max_length, shortened=shortened, dropped=dropped)

@@ -1,0 +1,70 @@
+"""`framelm train`: fine-tune a FrameLM with TRL's SFTTrainer, from a YAML recipe plus command-line overrides.
+
+    framelm train --config examples/recipes/tiny_demo.yaml                  # one CPU or one GPU
+    framelm train --config recipe.yaml --learning_rate 1e-5 --stage all    # any option of the recipe, overridden
+    accelerate launch --config_file training/accelerate_configs/ddp.yaml -m framelm.training.train --config r.yaml
+    accelerate launch --config_file training/accelerate_configs/zero3.yaml -m framelm.training.train --config r.yaml
+
+Options: ours (`FrameLMArguments`), every `SFTConfig`/`TrainingArguments` field, and TRL's `ModelConfig`
+(`model_name_or_path`, `use_peft`, `lora_r`, ...). Scale-out is accelerate's job: this script holds no distributed
+code and runs unchanged on one CPU, DDP, FSDP or DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trl import ModelConfig, TrlParser
+
+    from .arguments import FrameLMArguments, FrameLMSFTConfig
+
+    parser = TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    run(script_args, training_args, model_args)
+    return 0
+
+
+def run(script_args, training_args, model_args, callbacks: list | None = None):
+    """Build or load the model, prepare the data under the bad-record policy, train, save a Hub-ready folder.
+
+    `callbacks`: extra `transformers.TrainerCallback`s, for programmatic use (early stopping, custom logging)."""
+    from .data_prep import prepare_datasets
+    from .model_setup import load_model_and_processor, peft_config_for, set_stage
+    from .run_record import write_run_record
+    from .trainer import FrameLMTrainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not (model_args.model_name_or_path or script_args.init_from):
+        raise ValueError("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
+    if script_args.dataset is None:
+        raise ValueError("say what to train on: --dataset FILE_OR_MIXTURE_YAML")
+    model, processor = load_model_and_processor(script_args, model_args)
+    set_stage(model, script_args.stage, use_peft=model_args.use_peft)
+    data = prepare_datasets(script_args, processor, max_length=training_args.max_length, seed=training_args.seed)
+    trainer = FrameLMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=data.collator,
+        processing_class=processor,
+        peft_config=peft_config_for(model_args, script_args.stage),
+        skipped_records=data.skipped,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        write_run_record(training_args.output_dir, script_args, training_args, model_args, trainer, data.skipped)
+        logger.info("saved a Hub-ready FrameLM to %s (%d records skipped)", training_args.output_dir, data.skipped)
+    return trainer
+
+
+if __name__ == "__main__":
+    sys.exit(main())
