@@ -201,3 +201,83 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
         "total": sum(p.numel() for p in model.parameters()),
         "linear_weights": _linear_weights(model),
     }
+
+
+# Subprocess workers: each (model, case) measurement runs in a fresh process, so its peak RSS is that case's alone.
+WORKER_FLAG = "--worker"
+_RESULT_PREFIX = "BENCH-RESULT "
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (`ru_maxrss` is in KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(script: Path, job: dict, timeout: float = 900.0, env: dict[str, str] | None = None) -> dict:
+    """Run `python <script> --worker '<job>'` (with `env` added to the environment) and return the dict its
+    `worker_main` printed; a crash, a kill (out of memory) or a timeout comes back as {"error": ...} instead of
+    stopping the bench."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(script), WORKER_FLAG, json.dumps(job)]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_PREFIX):
+            return json.loads(line[len(_RESULT_PREFIX) :])
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    return {"error": f"worker exited with status {proc.returncode}: {tail}"}
+
+
+def worker_main(job_json: str, fn) -> int:
+    """The child's side of `run_worker`: `fn(job) -> dict`, its exception recorded as the result's error, plus the
+    process's peak RSS, printed as one line."""
+    import json
+
+    job = json.loads(job_json)
+    try:
+        result = fn(job)
+    except Exception as err:  # one model failing in one case is a result to record
+        result = {"error": f"{type(err).__name__}: {err}"}
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(_RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+def merge_rounds(results: list[dict], pooled: tuple[str, ...] = ("times_s",)) -> dict:
+    """One model's results from several rounds of one case: lists under `pooled` concatenated, the median of the
+    rounds' peak RSS (it varies by a few % from run to run: allocator timing) with each round's peak and the largest,
+    the other fields from the first round that ran; the errors of failed rounds kept under "errors"."""
+    import statistics
+
+    ran = [r for r in results if "error" not in r]
+    errors = [r["error"] for r in results if "error" in r]
+    if not ran:
+        return {"error": errors[0] if errors else "no rounds", "errors": errors}
+    merged = {**ran[0], **{key: [v for r in ran for v in r[key]] for key in pooled}, "rounds": len(ran)}
+    peaks = [r["peak_rss_mb"] for r in ran]
+    merged |= {"peak_rss_mb": statistics.median(peaks), "peak_rss_mb_max": max(peaks), "peak_rss_mb_rounds": peaks}
+    if errors:
+        merged["errors"] = errors
+    return merged
+
+
+def paired_ratio(ours: list[dict], peer: list[dict], key: str = "times_s", stat=min) -> float | None:
+    """Median over rounds of stat(our times) / stat(the peer's times) in the same round (`stat`: min, the least noisy
+    on a shared machine, or statistics.median): each round's two workers ran back to back, so a change of machine load
+    between rounds cancels out of the ratio. None if no round has both."""
+    from statistics import median
+
+    pairs = [
+        stat(a[key]) / stat(b[key]) for a, b in zip(ours, peer, strict=True) if "error" not in a and "error" not in b
+    ]
+    return median(pairs) if pairs else None

@@ -354,3 +354,21 @@ def test_pyav_seeks_once_per_wanted_gop_and_reads_no_other_gop(make_mp4, monkeyp
     wanted = [1, 4, 7, 10, 13, 16, 20, 23, 26, 29, 32, 35, 38]  # (i + 0.5) * 40 / 13: 4 frames in most GOPs
     assert [read_pattern_index(f.numpy()) for f in clip.frames] == wanted
     assert len(seeks) == 4 and all(count <= 12 for count in seeks)  # one seek per GOP, not one per frame
+
+
+def _frames_of(path: str) -> np.ndarray:
+    return load_video(path, num_frames=4, backend="pyav").frames
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_worker_decodes_after_its_parent_did(tmp_path):
+    """DataLoader workers are forked after the parent has decoded (the demo evaluates before training): state kept
+    for speed (the RGB converter and its swscale threads) must not be inherited, or the worker hangs."""
+    import multiprocessing
+
+    small = str(write_mp4(tmp_path / "small.mp4", pattern_frames(8, 64, 64)))  # single-threaded decode
+    large = str(write_mp4(tmp_path / "large.mp4", pattern_frames(8, 288, 352)))  # decoder threads
+    expected = {path: _frames_of(path) for path in (small, large)}  # decoded in this (parent) process first
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        for path, frames in expected.items():
+            np.testing.assert_array_equal(pool.apply_async(_frames_of, (path,)).get(timeout=60), frames)

@@ -21,8 +21,10 @@ from pathlib import Path
 FULL_COUNTS = {"colour": 1500, "shape": 1500, "motion": 2000, "compare": 2000, "text": 300}
 QUICK_COUNTS = {"colour": 160, "shape": 160, "motion": 160, "compare": 160, "text": 40}
 EVAL_PER_TYPE = {"full": 100, "quick": 24}
-# model sizes of the demo (tiny.py's defaults are smaller still, for unit tests)
-DEMO_MODEL = {"vision_hidden_size": 64, "text_hidden_size": 128, "num_layers": 2, "num_frames": 4}
+# model sizes of the demo (tiny.py's defaults are smaller still, for unit tests); with only two tower layers, the
+# last one's features are the ones worth reading
+DEMO_MODEL = {"vision_hidden_size": 64, "text_hidden_size": 128, "num_layers": 2, "num_frames": 4,
+              "vision_feature_layer": -1}  # fmt: skip
 TARGETS = {"colour": 0.95, "shape": 0.95, "motion": 0.85, "compare": 0.85}
 
 

@@ -72,9 +72,11 @@ def _background(rng: random.Random) -> tuple[int, int, int]:
 
 
 def _still(rng: random.Random) -> tuple[Image.Image, str, str]:
+    """A large, roughly centred shape: its outline then spans the tower's whole patch grid, which a two-layer ViT
+    trained from scratch tells apart within minutes (a small shape anywhere stays at chance for thousands of steps)."""
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-    radius = rng.uniform(12, 18)
-    centre = (rng.uniform(radius + 2, SIZE - radius - 2), rng.uniform(radius + 2, SIZE - radius - 2))
+    radius = rng.uniform(22, 28)
+    centre = (SIZE / 2 + rng.uniform(-3, 3), SIZE / 2 + rng.uniform(-3, 3))
     return draw_shape(shape, colour, centre, radius, _background(rng), rng), shape, colour
 
 

@@ -1,6 +1,6 @@
 """`framelm train`: fine-tune a FrameLM with TRL's SFTTrainer, from a YAML recipe plus command-line overrides.
 
-    framelm train --config examples/recipes/tiny_demo.yaml                  # one CPU or one GPU
+    framelm train --config recipe.yaml                                     # one CPU or one GPU
     framelm train --config recipe.yaml --learning_rate 1e-5 --stage all    # any option of the recipe, overridden
     accelerate launch --config_file training/accelerate_configs/ddp.yaml -m framelm.training.train --config r.yaml
     accelerate launch --config_file training/accelerate_configs/zero3.yaml -m framelm.training.train --config r.yaml
@@ -13,6 +13,7 @@ code and runs unchanged on one CPU, DDP, FSDP or DeepSpeed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
         raise ValueError("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
     if script_args.dataset is None:
         raise ValueError("say what to train on: --dataset FILE_OR_MIXTURE_YAML")
+    share_cores_with_workers(training_args.dataloader_num_workers)
     model, processor = load_model_and_processor(script_args, model_args)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
     data = prepare_datasets(script_args, processor, max_length=training_args.max_length, seed=training_args.seed)
@@ -64,6 +66,24 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
         write_run_record(training_args.output_dir, script_args, training_args, model_args, trainer, data.skipped)
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped)", training_args.output_dir, data.skipped)
     return trainer
+
+
+def share_cores_with_workers(num_workers: int) -> None:
+    """On CPU, leave the DataLoader workers (which decode the media) cores of their own.
+
+    torch's intra-op threads spin while they wait for each other; sharing cores with busy workers, a training step
+    becomes many times slower (a 2-core machine, 2 workers: 1.23 s a step with 2 threads, 0.16 s with 1). An
+    explicit `OMP_NUM_THREADS` is left alone, as are GPU runs.
+    """
+    import torch
+
+    if num_workers == 0 or torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores - num_workers)
+    if threads < torch.get_num_threads():
+        logger.info("CPU training: %d torch thread(s), the other cores to %d DataLoader workers", threads, num_workers)
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""Render the latest full-run results (`bench/results/<name>.json`) as the table in `bench/README.md`.
+
+    python bench/report.py            # print the table
+    python bench/report.py --write    # replace the table between the markers in bench/README.md
+
+The table is generated, never typed: every figure in it comes from a results file written by a bench script, with
+the date, machine and library versions of that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR  # noqa: E402
+
+ORDER = ("frame_sampling", "preprocessing", "train_step", "generation", "data_scale", "loader")
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _measured(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)[:80]
+    return str(value)
+
+
+def render(results_dir: Path = RESULTS_DIR) -> str:
+    """One row per target of every full (non-quick) run, then the machine each run was measured on."""
+    rows = ["| bench | target | measured | met |", "|---|---|---|---|"]
+    machines = []
+    for name in ORDER:
+        path = results_dir / f"{name}.json"
+        if not path.exists():
+            rows.append(f"| {name} | - | not run yet | - |")
+            continue
+        result = json.loads(path.read_text())
+        for key, entry in result["summary"].items():
+            if not isinstance(entry, dict) or "target" not in entry or entry["target"] == "reported":
+                continue
+            worst = f" (worst: {entry['worst_case']})" if entry.get("worst_case") else ""
+            met = "yes" if entry.get("met") else "**no**"
+            rows.append(f"| {name} | {key}: {entry['target']} | {_measured(entry['measured'])}{worst} | {met} |")
+        machine = result["machine"]
+        versions = ", ".join(f"{lib} {version}" for lib, version in machine["versions"].items() if version)
+        device = machine.get("accelerator") or f"{machine['processor']}, {machine['cores']} cores"
+        machines.append(f"- `{name}`: {machine['date']}, {device}, Python {machine['python']}; {versions}")
+    return "\n".join(rows) + "\n\nMeasured on:\n\n" + "\n".join(machines) + "\n"
+
+
+def write(table: str, readme: Path = README) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} ... {END} markers to write the table between")
+    head, rest = text.split(BEGIN, 1)
+    readme.write_text(f"{head}{BEGIN}\n{table}{END}{rest.split(END, 1)[1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="Write the table into bench/README.md.")
+    table = render()
+    if parser.parse_args().write:
+        write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
