@@ -79,3 +79,11 @@ def write_results(name: str, cases: list[dict], summary: dict, quick: bool) -> P
     payload = {"name": name, "quick": quick, "machine": machine_info(), "cases": cases, "summary": summary}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def print_verdicts(summary: dict) -> None:
+    """One line per target of a summary: measured value, target, met / NOT MET (rows marked "reported" say so)."""
+    for name, row in summary.items():
+        if isinstance(row, dict) and "target" in row:
+            verdict = "reported" if row["target"] == "reported" else "met" if row["met"] else "NOT MET"
+            print(f"{name}: {row['measured']} (target {row['target']}): {verdict}")

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from common import machine_info, median, write_results  # noqa: E402
+from common import machine_info, median, print_verdicts, write_results  # noqa: E402
 
 TARGET_TOKENS_RATIO = 1.0  # Benchmarks issue, item 4: at least the peer's tokens/s ...
 TARGET_TOWER_CALLS = 1  # ... and one vision-tower pass per prompt
@@ -216,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [run_case(dtype, batch_size, results[dtype, batch_size]) for dtype, batch_size in case_keys]
     print_table(cases)
     summary = summarize(cases, equivalence)
-    for name, row in summary.items():
-        if name != "equivalence":
-            verdict = "reported" if row["target"] == "reported" else "met" if row["met"] else "NOT MET"
-            print(f"{name}: {row['measured']} (target {row['target']}): {verdict}")
+    print_verdicts({name: row for name, row in summary.items() if name != "equivalence"})
     path = write_results("generation", cases, summary, quick=args.quick)
     print(f"total {time.perf_counter() - start:.0f} s; wrote {path}")
     return 0

@@ -88,7 +88,7 @@ def tokens_per_video() -> int:
 
 
 def build_model(name: str, weights: Path | None = None) -> nn.Module:
-    """`framelm` or `peer`, with the reference weights loaded when `weights` is given (see `save_reference_weights`)."""
+    """`framelm` or `peer`, with the reference weights loaded if `weights` is given (see `save_reference_weights`)."""
     from transformers import LlavaNextVideoForConditionalGeneration
 
     from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration

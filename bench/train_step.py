@@ -1,7 +1,7 @@
 """Training step: FrameLM vs transformers' LlavaNextVideoForConditionalGeneration, forward + backward + AdamW.
 
-    python bench/train_step.py            # 4 cases, 5 rounds x (1 warm-up + 2 timed steps) per model (~7-8 minutes)
-    python bench/train_step.py --quick    # same cases, 2 rounds x (1 warm-up + 1 timed step) (~2.5 minutes)
+    python bench/train_step.py            # 4 cases, 5 rounds x (1 warm-up + 2 timed steps) per model (~8 minutes)
+    python bench/train_step.py --quick    # same cases, 1 round x (1 warm-up + 1 timed step) (~3 minutes)
 
 A batch of 2 samples, each one 8-frame 224x224 video (392 tokens after pooling) inside 256 text tokens (648 tokens a
 sample), on the tiny equivalent models of `peers.py` (same tower, projector and LM sizes, same reference weights).
@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from common import machine_info, median, write_results  # noqa: E402
+from common import machine_info, median, print_verdicts, write_results  # noqa: E402
 
 TARGET_TIME_RATIO = 1.0  # Benchmarks issue, item 3: at most the peer's step time ...
 TARGET_RSS_RATIO = 1.0  # ... and at most its peak memory, on every case
@@ -186,13 +186,13 @@ def print_table(cases: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 rounds x (1 warm-up + 1 timed step)")
+    parser.add_argument("--quick", action="store_true", help="1 round x (1 warm-up + 1 timed step): one A/B pair")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both models")
     parser.add_argument(peers.WORKER_FLAG, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return peers.worker_main(args.worker, lambda job: check(job) if job.get("check") else measure(job))
-    rounds, warmup, steps = (2, 1, 1) if args.quick else (5, 1, 2)
+    rounds, warmup, steps = (1, 1, 1) if args.quick else (5, 1, 2)
     start = time.perf_counter()
     info = machine_info()
     print(f"{info['processor']}, {info['cores']} cores, accelerator: {info.get('accelerator', 'none')}; "
@@ -223,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [run_case(dtype, tower, results[dtype, tower], live[dtype, tower], seq_len) for dtype, tower in CASES]
     print_table(cases)
     summary = summarize(cases, equivalence)
-    for name, row in summary.items():
-        if name != "equivalence":
-            verdict = "reported" if row["target"] == "reported" else "met" if row["met"] else "NOT MET"
-            print(f"{name}: {row['measured']} (target {row['target']}): {verdict}")
+    print_verdicts({name: row for name, row in summary.items() if name != "equivalence"})
     path = write_results("train_step", cases, summary, quick=args.quick)
     print(f"total {time.perf_counter() - start:.0f} s; wrote {path}")
     return 0

@@ -360,6 +360,11 @@ def _frames_of(path: str) -> np.ndarray:
     return load_video(path, num_frames=4, backend="pyav").frames
 
 
+def _frames_in_worker(path: str) -> np.ndarray:
+    torch.set_num_threads(1)  # as torch's DataLoader workers do: OpenMP threads do not survive a fork
+    return _frames_of(path)
+
+
 @pytest.mark.timeout(120)
 def test_a_forked_worker_decodes_after_its_parent_did(tmp_path):
     """DataLoader workers are forked after the parent has decoded (the demo evaluates before training): state kept
@@ -371,4 +376,4 @@ def test_a_forked_worker_decodes_after_its_parent_did(tmp_path):
     expected = {path: _frames_of(path) for path in (small, large)}  # decoded in this (parent) process first
     with multiprocessing.get_context("fork").Pool(1) as pool:
         for path, frames in expected.items():
-            np.testing.assert_array_equal(pool.apply_async(_frames_of, (path,)).get(timeout=60), frames)
+            np.testing.assert_array_equal(pool.apply_async(_frames_in_worker, (path,)).get(timeout=60), frames)

@@ -150,7 +150,8 @@ def test_records_that_cannot_fit_max_length_are_policed_too(tiny_model_dir, llav
 
 def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path, make_mp4):
     """One rank gets the text-only record and the other the video record at every step: without the zero-weight
-    media pass, DDP would fail on tower/projector parameters that one rank never used."""
+    media pass, DDP would fail on tower/projector parameters that one rank never used. (FSDP cannot be tried the same
+    way: with `ACCELERATE_USE_CPU`, accelerate 1.15 runs an FSDP config as plain MULTI_CPU data parallelism.)"""
     make_mp4("clip.mp4", num_frames=8)
     records = [
         {"id": "text", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
@@ -172,6 +173,7 @@ def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((out / "framelm_run.json").read_text())
     assert record["hyperparameters"]["num_processes"] == 2 and record["hyperparameters"]["global_steps"] == 3
+    assert record["hyperparameters"]["distributed_type"] == "MULTI_CPU"  # DDP over gloo, as launched
     changed = changed_parameters(tiny_model_dir, out)
     assert any(n.startswith("model.vision_tower.") for n in changed)  # the video rank's gradients reached the tower
     assert changed == set(load_file(tiny_model_dir / "model.safetensors"))  # stage all: every parameter trained
@@ -188,3 +190,21 @@ def test_the_quick_demo_learns(tmp_path):
     assert metrics["after"]["colour"] > 2 * chance["colour"]  # above chance on a question that needs the pixels
     assert sum(metrics["after"].values()) > sum(metrics["before"].values())
     assert (tmp_path / "demo" / "model.safetensors").exists() and (tmp_path / "demo" / "modeling_framelm.py").exists()
+
+
+@pytest.mark.parametrize(("omp_env", "workers", "expected"), [(None, 1, 1), (None, 0, 2), ("2", 1, 2)])
+def test_cpu_training_leaves_cores_to_the_dataloader_workers(monkeypatch, omp_env, workers, expected):
+    from framelm.training.train import share_cores_with_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    if omp_env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp_env)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        share_cores_with_workers(workers)
+        assert torch.get_num_threads() == expected  # 2 cores - 1 worker; no workers or an explicit setting: unchanged
+    finally:
+        torch.set_num_threads(before)

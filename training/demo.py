@@ -1,4 +1,4 @@
-"""`framelm demo`: proof on a plain CPU that a FrameLM learns from pixels, in about ten minutes.
+"""`framelm demo`: proof on a plain CPU that a FrameLM learns from pixels, in about eleven minutes on 2 cores.
 
     framelm demo --out demo_out            # full run: data, tiny model, training, held-out accuracy before/after
     framelm demo --out demo_out --quick    # a short run for tests

@@ -9,7 +9,7 @@ from pathlib import Path
 RUN_RECORD = "framelm_run.json"
 CARD_HYPERPARAMETERS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "bf16", "gradient_checkpointing",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "bf16", "activation_checkpointing",
     "seed",
 )  # fmt: skip
 
@@ -24,7 +24,11 @@ def write_run_record(output_dir: str, script_args, training_args, model_args, tr
         "datasets": [d for d in (script_args.dataset, script_args.eval_dataset) if d],
         "skipped_records": skipped,
         "hyperparameters": {key: args[key] for key in CARD_HYPERPARAMETERS if key in args}
-        | {"num_processes": trainer.accelerator.num_processes, "global_steps": trainer.state.global_step},
+        | {
+            "num_processes": trainer.accelerator.num_processes,
+            "global_steps": trainer.state.global_step,
+            "distributed_type": trainer.accelerator.distributed_type.value,
+        },
         "final_train_loss": losses[-1] if losses else None,
     }
     path = Path(output_dir) / RUN_RECORD
