@@ -36,7 +36,6 @@ from common import machine_info, median, print_verdicts, write_results  # noqa: 
 
 TARGET_TOKENS_RATIO = 1.0  # Benchmarks issue, item 4: at least the peer's tokens/s ...
 TARGET_TOWER_CALLS = 1  # ... and one vision-tower pass per prompt
-MAX_LOGITS_DIFF = 1e-4
 NEW_TOKENS, TEXT_TOKENS = 32, 64
 
 
@@ -155,9 +154,9 @@ def summarize(cases: list[dict], equivalence: dict) -> dict:
             "met": all(same),
         },
         "fp32_logits_max_abs_diff": {
-            "target": f"<= {MAX_LOGITS_DIFF:g}",
+            "target": f"<= {peers.MAX_LOGITS_DIFF:g}",
             "measured": diff,
-            "met": diff <= MAX_LOGITS_DIFF,
+            "met": diff <= peers.MAX_LOGITS_DIFF,
         },
         "equivalence": {"target": "reported", "measured": equivalence, "met": True},
     }
@@ -201,18 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     script = Path(__file__).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         weights = str(peers.save_reference_weights(Path(tmp) / "reference.safetensors"))
-        equivalence = peers.run_worker(script, {"check": True, "weights": weights, "threads": args.threads})
-        print(f"equivalence (same weights, same prompt): {equivalence}")
-        if equivalence.get("fp32_logits_max_abs_diff", float("inf")) > MAX_LOGITS_DIFF:
-            raise SystemExit(f"FAILED: the models disagree in fp32 (limit {MAX_LOGITS_DIFF:g}): {equivalence}")
-        results = {key: {name: [] for name in peers.MODELS} for key in case_keys}
-        for r in range(rounds):
-            for dtype, batch_size in case_keys:
-                for name in peers.MODELS if r % 2 == 0 else peers.MODELS[::-1]:
-                    job = {"model": name, "dtype": dtype, "batch_size": batch_size, "weights": weights,
-                           "threads": args.threads, "warmup": warmup, "repeats": repeats}  # fmt: skip
-                    results[dtype, batch_size][name].append(peers.run_worker(script, job))
-            print(f"round {r + 1}/{rounds} done at {time.perf_counter() - start:.0f} s")
+        equivalence = peers.checked_equivalence(script, weights, args.threads)
+        jobs = {(dtype, batch_size): {"dtype": dtype, "batch_size": batch_size, "weights": weights,
+                                      "threads": args.threads, "warmup": warmup, "repeats": repeats}
+                for dtype, batch_size in case_keys}  # fmt: skip
+        results = peers.interleaved_rounds(script, jobs, rounds, start)
     cases = [run_case(dtype, batch_size, results[dtype, batch_size]) for dtype, batch_size in case_keys]
     print_table(cases)
     summary = summarize(cases, equivalence)

@@ -11,6 +11,7 @@ last tower layer (nor the post-LayerNorm and CLS pooler), whose output LLaVA-NeX
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -281,3 +282,28 @@ def paired_ratio(ours: list[dict], peer: list[dict], key: str = "times_s", stat=
         stat(a[key]) / stat(b[key]) for a, b in zip(ours, peer, strict=True) if "error" not in a and "error" not in b
     ]
     return median(pairs) if pairs else None
+
+
+MAX_LOGITS_DIFF = 1e-4  # fp32 logits of the two models on the same input, same weights
+
+
+def checked_equivalence(script: Path, weights: str, threads: int) -> dict:
+    """Run the script's `check` job once; stop the bench if the two models disagree in fp32 (then no timing means
+    anything)."""
+    equivalence = run_worker(script, {"check": True, "weights": weights, "threads": threads})
+    print(f"equivalence (same weights, same input): {equivalence}")
+    if equivalence.get("fp32_logits_max_abs_diff", float("inf")) > MAX_LOGITS_DIFF:
+        raise SystemExit(f"FAILED: the models disagree in fp32 (limit {MAX_LOGITS_DIFF:g}): {equivalence}")
+    return equivalence
+
+
+def interleaved_rounds(script: Path, jobs: dict[tuple, dict], rounds: int, start: float) -> dict[tuple, dict]:
+    """`rounds` passes over every case, each model in its own subprocess, the order of the two models alternating
+    from round to round so that machine-load drift hits both alike. Returns {case: {model: [result per round]}}."""
+    results = {case: {name: [] for name in MODELS} for case in jobs}
+    for r in range(rounds):
+        for case, job in jobs.items():
+            for name in MODELS if r % 2 == 0 else MODELS[::-1]:
+                results[case][name].append(run_worker(script, job | {"model": name}))
+        print(f"round {r + 1}/{rounds} done at {time.perf_counter() - start:.0f} s")
+    return results

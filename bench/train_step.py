@@ -41,7 +41,6 @@ from common import machine_info, median, print_verdicts, write_results  # noqa: 
 
 TARGET_TIME_RATIO = 1.0  # Benchmarks issue, item 3: at most the peer's step time ...
 TARGET_RSS_RATIO = 1.0  # ... and at most its peak memory, on every case
-MAX_LOGITS_DIFF = 1e-4  # fp32 equivalence check
 LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # fixed threshold: freed tensors go back to the OS at once
 BATCH_SIZE, TEXT_TOKENS = 2, 256
 CASES = [(dtype, tower) for dtype in ("fp32", "bf16") for tower in ("trainable", "frozen")]
@@ -150,7 +149,7 @@ def summarize(cases: list[dict], equivalence: dict) -> dict:
                 "met": met, "worst_case": worst_case, "missing": missing}  # fmt: skip
 
     diff = equivalence["fp32_logits_max_abs_diff"]
-    ok = diff <= MAX_LOGITS_DIFF
+    ok = diff <= peers.MAX_LOGITS_DIFF
     return {
         "step_time_ratio": worst("ratio_step_time", TARGET_TIME_RATIO),
         "live_peak_memory_ratio": worst("ratio_live_peak_rss", TARGET_RSS_RATIO),
@@ -159,7 +158,7 @@ def summarize(cases: list[dict], equivalence: dict) -> dict:
             "target": "reported",
             "met": True,
         },
-        "fp32_logits_max_abs_diff": {"target": f"<= {MAX_LOGITS_DIFF:g}", "measured": diff, "met": ok},
+        "fp32_logits_max_abs_diff": {"target": f"<= {peers.MAX_LOGITS_DIFF:g}", "measured": diff, "met": ok},
         "equivalence": {"target": "reported", "measured": equivalence, "met": True},
     }
 
@@ -200,19 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     script = Path(__file__).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         weights = str(peers.save_reference_weights(Path(tmp) / "reference.safetensors"))
-        equivalence = peers.run_worker(script, {"check": True, "weights": weights, "threads": args.threads})
-        print(f"equivalence (same weights, same batch): {equivalence}")
-        if equivalence.get("fp32_logits_max_abs_diff", float("inf")) > MAX_LOGITS_DIFF:
-            raise SystemExit(f"FAILED: the models disagree in fp32 (limit {MAX_LOGITS_DIFF:g}): {equivalence}")
+        equivalence = peers.checked_equivalence(script, weights, args.threads)
         seq_len = equivalence["sequence_length"]
-        results = {case: {name: [] for name in peers.MODELS} for case in CASES}
-        for r in range(rounds):
-            for dtype, tower in CASES:
-                for name in peers.MODELS if r % 2 == 0 else peers.MODELS[::-1]:
-                    job = {"model": name, "dtype": dtype, "tower": tower, "weights": weights,
-                           "threads": args.threads, "warmup": warmup, "steps": steps}  # fmt: skip
-                    results[dtype, tower][name].append(peers.run_worker(script, job))
-            print(f"round {r + 1}/{rounds} done at {time.perf_counter() - start:.0f} s")
+        jobs = {(dtype, tower): {"dtype": dtype, "tower": tower, "weights": weights, "threads": args.threads,
+                                 "warmup": warmup, "steps": steps}
+                for dtype, tower in CASES}  # fmt: skip
+        results = peers.interleaved_rounds(script, jobs, rounds, start)
         live = {case: {} for case in CASES}
         for dtype, tower in CASES:
             for name in peers.MODELS:
