@@ -74,7 +74,7 @@ def scene_frames(count: int, width: int, height: int, seed: int = 0):
 
 
 def make_video(spec: dict, cache: Path) -> Path:
-    from framelm.training.media_writer import write_mp4
+    from framelm.training.data.media_writer import write_mp4
 
     path = cache / (spec_name(spec) + (".mp4" if spec["codec"] == "libx264" else ".webm"))
     if path.exists():

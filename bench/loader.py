@@ -52,7 +52,7 @@ VIDEOS = [(gop, seed) for gop in (30, 250) for seed in (0, 1)]
 
 
 def make_video(cache: Path, gop: int, seed: int) -> Path:
-    from framelm.training.media_writer import write_mp4
+    from framelm.training.data.media_writer import write_mp4
 
     path = cache / f"loader_{SECONDS}s_480p_h264_gop{gop}_scene{seed}.mp4"
     if not path.exists():
@@ -132,7 +132,7 @@ class PeerCollator:
         return load_video(path, backend="pyav", sample_indices_fn=indices)[0]
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        from framelm.training.sample import Sample
+        from framelm.training.data.sample import Sample
 
         samples = [Sample.from_row(row) for row in rows]
         texts = [self.processor.apply_chat_template(s.to_messages(), tokenize=False) for s in samples]
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     samples, rounds = (24, 3) if args.quick else (96, 5)
 
     from framelm.training.collator import FrameLMCollator
-    from framelm.training.loading import load_samples
+    from framelm.training.data.loading import load_samples
 
     args.cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

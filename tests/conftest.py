@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.pattern_video import pattern_frames
 
-from framelm.training.media_writer import pattern_frames, write_frame_folder, write_mp4
+from framelm.training.data.media_writer import write_frame_folder, write_mp4
 
 # --- media fixtures ---------------------------------------------------------------------------------------------
 
@@ -31,7 +32,7 @@ def make_image(tmp_path):
 @pytest.fixture
 def make_mp4(tmp_path):
     """make_mp4(name, num_frames, size=(width, height), fps, codec, gop) -> path of a video of pattern frames whose
-    index `framelm.training.media_writer.read_pattern_index` reads back from any decoded frame."""
+    index `support.pattern_video.read_pattern_index` reads back from any decoded frame."""
 
     def make(
         name: str = "clip.mp4",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from framelm.training.collator import IGNORE_INDEX, FrameLMCollator, TruncationError
-from framelm.training.sample import Media, Sample, Turn
+from framelm.training.data.sample import Media, Sample, Turn
 
 
 def red_square(image_path) -> Sample:

@@ -8,14 +8,14 @@ import os
 
 import datasets
 import pytest
+from support.pattern_video import read_pattern_index
 
 from framelm.processing.media_framelm import load_video, probe_video
-from framelm.training.convert import split_counts, write_webdataset
-from framelm.training.data_cli import main as data_main
-from framelm.training.extract_frames import extract_frames
-from framelm.training.loading import load_samples
-from framelm.training.media_writer import read_pattern_index
-from framelm.training.sample import Sample
+from framelm.training.data.cli import main as data_main
+from framelm.training.data.convert import split_counts, write_webdataset
+from framelm.training.data.extract_frames import extract_frames
+from framelm.training.data.loading import load_samples
+from framelm.training.data.sample import Sample
 
 
 def record(i: int) -> dict:

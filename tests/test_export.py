@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from framelm.training.cli import main as cli
-from framelm.training.push import build_parser, push
+from framelm.training.hub.push import build_parser, push
 from framelm.training.run_record import RUN_RECORD
 
 JUDGE_OUTPUT = {

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framelm.training.formats import ReadOptions, detect_format, get_reader
-from framelm.training.jsonio import JSONRecordError, iter_raw_records, jsonl_shards, parse_record
-from framelm.training.loading import load_samples
-from framelm.training.sample import Media, RecordProblem, Sample, Turn
+from framelm.training.data.formats import ReadOptions, detect_format, get_reader
+from framelm.training.data.jsonio import JSONRecordError, iter_raw_records, jsonl_shards, parse_record
+from framelm.training.data.loading import load_samples
+from framelm.training.data.sample import Media, RecordProblem, Sample, Turn
 
 # NeMo Video-NeVA's documented record, verbatim
 NEVA_RECORD = (

@@ -3,7 +3,7 @@
 import json
 
 from framelm.training.cli import main as cli
-from framelm.training.generate import completed_ids
+from framelm.training.eval.generate import completed_ids
 
 
 def write_prompts(path, records):

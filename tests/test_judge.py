@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from framelm.training.judge import RETRY_PROMPT, parse_scores, summarize
-from framelm.training.judge import main as judge_main
-from framelm.training.judge_backends import JudgeUnavailableError, OpenAIChatJudge, chat_completions_url
+from framelm.training.eval.judge.backends import JudgeUnavailableError, OpenAIChatJudge, chat_completions_url
+from framelm.training.eval.judge.protocol import RETRY_PROMPT, parse_scores, summarize
+from framelm.training.eval.judge.cli import main as judge_main
 
 API_KEY = "sk-test-3f9c1a7e-must-never-be-logged"
 KEY_ENV = "FRAMELM_TEST_JUDGE_KEY"
@@ -403,7 +403,7 @@ def test_chat_completions_url_accepts_a_base_url_or_the_endpoint():
 
 
 def test_summary_without_scores_reports_none_not_zero():
-    from framelm.training.judge import Review
+    from framelm.training.eval.judge.protocol import Review
 
     review = Review(1, "llava_bench_conv", "a", "b", "j", "unparseable", None, 3, "?", ["?", "?"], "0")
     zero = Review(2, "llava_bench_detail", "a", "b", "j", "scored", [0.0, 4.0], 1, "0 4", [], "0")
@@ -534,7 +534,7 @@ def test_local_transformers_judge_counts_random_replies_as_unparseable(tiny_lm_d
 
 
 def test_local_judge_folds_the_system_turn_for_templates_that_refuse_it(tiny_lm_dir):
-    from framelm.training.judge_backends import TransformersChatJudge
+    from framelm.training.eval.judge.backends import TransformersChatJudge
 
     judge = TransformersChatJudge(str(tiny_lm_dir), max_tokens=4, device="cpu")
     judge.tokenizer.chat_template = (  # Mistral-style: no system role

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.pattern_video import pattern_frames, read_pattern_index
 
 from framelm.processing.media_framelm import (
     load_image,
@@ -20,7 +21,7 @@ from framelm.processing.media_framelm import (
     sample_frame_indices,
     select_frame_indices,
 )
-from framelm.training.media_writer import pattern_frames, read_pattern_index, write_frame_folder, write_mp4
+from framelm.training.data.media_writer import write_frame_folder, write_mp4
 
 
 def sequential_decode(path) -> list[np.ndarray]:

@@ -11,17 +11,17 @@ import pyarrow.parquet
 import pytest
 import yaml
 
-from framelm.training.convert import write_webdataset
-from framelm.training.loading import load_samples
-from framelm.training.mixture import (
+from framelm.training.data.convert import write_webdataset
+from framelm.training.data.loading import load_samples
+from framelm.training.data.mixture import (
     PREPROCESS_FNS,
     SamplingStrategy,
     get_preprocess,
     load_mixture,
     register_preprocess,
 )
-from framelm.training.sample import Sample
-from framelm.training.streaming import stream_samples
+from framelm.training.data.sample import Sample
+from framelm.training.data.streaming import stream_samples
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_a_failing_preprocess_fn_is_a_reported_problem(mixture_files):
 
 
 def test_preprocess_fn_by_import_path_and_unknown_names():
-    assert get_preprocess("framelm.training.mixture:image_caption") is PREPROCESS_FNS["image_caption"]
+    assert get_preprocess("framelm.training.data.mixture:image_caption") is PREPROCESS_FNS["image_caption"]
     with pytest.raises(ValueError, match=r"'nope' is not registered; registered: \[.*'image_caption'"):
         get_preprocess("nope")
     with pytest.raises(ValueError, match="already registered"):

@@ -8,11 +8,11 @@ import datasets
 import numpy as np
 import pytest
 
-from framelm.training.budget import TokenBudget, plan_truncation
 from framelm.training.collator import FrameLMCollator
-from framelm.training.data_cli import main as data_main
-from framelm.training.sample import SAMPLE_FEATURES, Media, Sample, Turn
-from framelm.training.stats import TokenStats, token_stats
+from framelm.training.data.budget import TokenBudget, plan_truncation
+from framelm.training.data.cli import main as data_main
+from framelm.training.data.sample import SAMPLE_FEATURES, Media, Sample, Turn
+from framelm.training.data.stats import TokenStats, token_stats
 
 # the tiny processor: 16 tokens per image, 4 frames x 16 tokens per video
 SAMPLES = [

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from framelm.training.budget import TokenBudget
-from framelm.training.data_cli import main as data_main
-from framelm.training.validate import check_media_file, validate
+from framelm.training.data.budget import TokenBudget
+from framelm.training.data.cli import main as data_main
+from framelm.training.data.validate import check_media_file, validate
 
 
 def conversation(question: str, answer: str = "ok") -> list[dict]:

@@ -15,14 +15,14 @@ import sys
 
 # subcommand -> (module under framelm.training, one-line description shown by `framelm --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("init_cli", "Build a new FrameLM from a vision tower and a causal LM, or a tiny random one (--tiny)."),
-    "data": ("data_cli", "Validate, inspect, convert datasets and extract video frames."),
+    "init": ("init", "Build a new FrameLM from a vision tower and a causal LM, or a tiny random one (--tiny)."),
+    "data": ("data.cli", "Validate, inspect, convert datasets and extract video frames."),
     "train": ("train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
-    "demo": ("demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
-    "generate": ("generate", "Batch inference from a NeVA-style prompt jsonl."),
-    "judge": ("judge", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
-    "export": ("export", "Write a complete Hub folder with weights, remote code, processor and model card."),
-    "push": ("push", "Upload an exported folder to the Hugging Face Hub."),
+    "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
+    "generate": ("eval.generate", "Batch inference from a NeVA-style prompt jsonl."),
+    "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
+    "export": ("hub.export", "Write a complete Hub folder with weights, remote code, processor and model card."),
+    "push": ("hub.push", "Upload an exported folder to the Hugging Face Hub."),
 }
 
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from framelm.processing.processing_framelm import FrameLMProcessor
-
-from .sample import Sample
+from framelm.training.data.sample import Sample
 
 IGNORE_INDEX = -100
 

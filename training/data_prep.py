@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import datasets
 
-from .collator import FrameLMCollator, TruncationError
-from .loading import apply_bad_record_policy, load_samples
-from .sample import RecordProblem, Sample
+from framelm.training.collator import FrameLMCollator, TruncationError
+from framelm.training.data.loading import apply_bad_record_policy, load_samples
+from framelm.training.data.sample import RecordProblem, Sample
 
 logger = logging.getLogger(__name__)
 

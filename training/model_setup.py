@@ -15,11 +15,11 @@ LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|u
 
 def load_model_and_processor(script_args, model_args):
     """`--init_from tiny`, `--init_from VISION LM`, or a saved FrameLM at `--model_name_or_path`."""
-    from .build import build_from_components
+    from framelm.training.build import build_from_components
 
     dtype = model_args.dtype or "float32"
     if script_args.init_from == ["tiny"]:
-        from .tiny import build_tiny_framelm
+        from framelm.training.tiny import build_tiny_framelm
 
         overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
         return build_tiny_framelm(**overrides)

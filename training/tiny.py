@@ -16,8 +16,7 @@ from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import IMAGE_TOKEN, VIDEO_TOKEN, FrameLMForConditionalGeneration
 from framelm.processing.chat_template_framelm import IM_END, IM_START
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
-
-from .build import processor_for, save_framelm, set_generation_defaults
+from framelm.training.build import processor_for, save_framelm, set_generation_defaults
 
 PAD_TOKEN = "<|endoftext|>"
 SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, IMAGE_TOKEN, VIDEO_TOKEN]

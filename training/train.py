@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, TrlParser
 
-    from .arguments import FrameLMArguments, FrameLMSFTConfig
+    from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
 
     parser = TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
@@ -34,10 +34,10 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
     """Build or load the model, prepare the data under the bad-record policy, train, save a Hub-ready folder.
 
     `callbacks`: extra `transformers.TrainerCallback`s, for programmatic use (early stopping, custom logging)."""
-    from .data_prep import prepare_datasets
-    from .model_setup import load_model_and_processor, peft_config_for, set_stage
-    from .run_record import write_run_record
-    from .trainer import FrameLMTrainer
+    from framelm.training.data_prep import prepare_datasets
+    from framelm.training.model_setup import load_model_and_processor, peft_config_for, set_stage
+    from framelm.training.run_record import write_run_record
+    from framelm.training.trainer import FrameLMTrainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (model_args.model_name_or_path or script_args.init_from):

@@ -8,9 +8,9 @@ many as its videos, is read as if it said `<video>`; the loader says once in the
 
 from __future__ import annotations
 
-from ..sample import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, RecordProblem, Sample
-from .common import ReadOptions, as_path_list
-from .lmms import read_lmms
+from framelm.training.data.formats.common import ReadOptions, as_path_list
+from framelm.training.data.formats.lmms import read_lmms
+from framelm.training.data.sample import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, RecordProblem, Sample
 
 
 def read_llava(record, where: str, options: ReadOptions) -> Sample | RecordProblem:

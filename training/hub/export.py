@@ -125,8 +125,7 @@ def write_card(model, processor, out: Path, repo_id: str, run: dict | None, eval
 def export(args: argparse.Namespace) -> Path:
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
-
-    from .run_record import RUN_RECORD, read_run_record
+    from framelm.training.run_record import RUN_RECORD, read_run_record
 
     source, out = Path(args.model), Path(args.out)
     if out.exists() and any(out.iterdir()):

@@ -73,11 +73,11 @@ def main(argv: list[str]) -> int:
     if args.num_frames is not None:
         config_kwargs["num_frames"] = args.num_frames
     if args.tiny:
-        from .tiny import build_tiny_framelm
+        from framelm.training.tiny import build_tiny_framelm
 
         out = build_tiny_framelm(args.out, **config_kwargs)
     else:
-        from .build import build_from_components, save_framelm
+        from framelm.training.build import build_from_components, save_framelm
 
         model, processor = build_from_components(args.vision, args.language, dtype=args.dtype, **config_kwargs)
         out = save_framelm(model, processor, args.out)

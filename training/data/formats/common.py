@@ -12,7 +12,15 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from ..sample import IMAGE_PLACEHOLDER, PLACEHOLDER_PATTERN, VIDEO_PLACEHOLDER, Media, RecordProblem, Sample, Turn
+from framelm.training.data.sample import (
+    IMAGE_PLACEHOLDER,
+    PLACEHOLDER_PATTERN,
+    VIDEO_PLACEHOLDER,
+    Media,
+    RecordProblem,
+    Sample,
+    Turn,
+)
 
 DEFAULT_USER_ROLES = ("human", "user")
 DEFAULT_ASSISTANT_ROLES = ("gpt", "assistant")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from .budget import TokenBudget, iter_token_counts, plan_truncation
+from framelm.training.data.budget import TokenBudget, iter_token_counts, plan_truncation
 
 PERCENTILES = (50, 90, 95, 99, 100)
 BAR_WIDTH = 40  # characters of the longest histogram bar

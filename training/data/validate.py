@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from .budget import TokenBudget, iter_token_counts, plan_truncation
-from .loading import LoadedSamples, load_samples
-from .sample import PLACEHOLDER_PATTERN, RecordProblem
+from framelm.training.data.budget import TokenBudget, iter_token_counts, plan_truncation
+from framelm.training.data.loading import LoadedSamples, load_samples
+from framelm.training.data.sample import PLACEHOLDER_PATTERN, RecordProblem
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import datasets
 import fsspec
 import numpy as np
 
-from .jsonio import iter_raw_records, jsonl_shards, sniff_layout
-from .loading import (
+from framelm.training.data.jsonio import iter_raw_records, jsonl_shards, sniff_layout
+from framelm.training.data.loading import (
     BAD_RECORD_POLICIES,
     CHUNK_RECORDS,
     LEFT_OUT,
@@ -35,8 +35,8 @@ from .loading import (
     entry_job,
     mixture_entries,
 )
-from .mixture import MixtureEntry
-from .sample import SAMPLE_FEATURES
+from framelm.training.data.mixture import MixtureEntry
+from framelm.training.data.sample import SAMPLE_FEATURES
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import datasets
 from tqdm.auto import tqdm
 
-from .sample import IMAGE_PLACEHOLDER, PLACEHOLDER_PATTERN, VIDEO_PLACEHOLDER, Sample
+from framelm.training.data.sample import IMAGE_PLACEHOLDER, PLACEHOLDER_PATTERN, VIDEO_PLACEHOLDER, Sample
 
 BATCH = 256  # conversations rendered and tokenized together
 

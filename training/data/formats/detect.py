@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ..sample import RecordProblem, Sample
-from .common import DEFAULT_ASSISTANT_ROLES, DEFAULT_USER_ROLES, SYSTEM_ROLE, ReadOptions
-from .llava import read_llava
-from .lmms import read_lmms
-from .sharegpt import read_sharegpt
+from framelm.training.data.formats.common import DEFAULT_ASSISTANT_ROLES, DEFAULT_USER_ROLES, SYSTEM_ROLE, ReadOptions
+from framelm.training.data.formats.llava import read_llava
+from framelm.training.data.formats.lmms import read_lmms
+from framelm.training.data.formats.sharegpt import read_sharegpt
+from framelm.training.data.sample import RecordProblem, Sample
 
 Reader = Callable[[object, str, ReadOptions], "Sample | RecordProblem"]
 READERS: dict[str, Reader] = {"llava": read_llava, "lmms": read_lmms, "sharegpt": read_sharegpt}

@@ -21,11 +21,19 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from .formats import READERS, ReadOptions, detect_format, get_reader
-from .formats.llava import marks_video_with_image
-from .jsonio import JSONRecordError, file_stamp, find_id, iter_raw_records, jsonl_shards, parse_record, sniff_layout
-from .mixture import MixtureEntry, SamplingStrategy, get_preprocess, is_mixture, load_mixture
-from .sample import SAMPLE_FEATURES, RecordProblem, Sample
+from framelm.training.data.formats import READERS, ReadOptions, detect_format, get_reader
+from framelm.training.data.formats.llava import marks_video_with_image
+from framelm.training.data.jsonio import (
+    JSONRecordError,
+    file_stamp,
+    find_id,
+    iter_raw_records,
+    jsonl_shards,
+    parse_record,
+    sniff_layout,
+)
+from framelm.training.data.mixture import MixtureEntry, SamplingStrategy, get_preprocess, is_mixture, load_mixture
+from framelm.training.data.sample import SAMPLE_FEATURES, RecordProblem, Sample
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from .loading import LoadedSamples
+from framelm.training.data.loading import LoadedSamples
 
 logger = logging.getLogger(__name__)
 

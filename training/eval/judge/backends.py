@@ -1,7 +1,7 @@
 """The two judges `framelm judge` can ask: an OpenAI-compatible HTTP endpoint, or a local transformers causal LM.
 
 Both take OpenAI-style messages (`[{"role": "system" | "user" | "assistant", "content": str}]`) and return the reply
-text, so the review loop in `judge.py` cannot tell them apart. Transport failures are retried here; replies that
+text, so the review loop (`protocol.py`) cannot tell them apart. Transport failures are retried here; replies that
 cannot be parsed are retried by the review loop, which knows the protocol.
 """
 

@@ -73,8 +73,8 @@ def _model_options(parser: argparse.ArgumentParser, required: bool) -> None:
 
 
 def run_validate(args) -> int:
-    from .budget import TokenBudget
-    from .validate import validate
+    from framelm.training.data.budget import TokenBudget
+    from framelm.training.data.validate import validate
 
     budget = None
     if args.max_length is not None:
@@ -100,9 +100,9 @@ def run_validate(args) -> int:
 
 
 def run_stats(args) -> int:
-    from .budget import TokenBudget
-    from .loading import load_samples
-    from .stats import token_stats
+    from framelm.training.data.budget import TokenBudget
+    from framelm.training.data.loading import load_samples
+    from framelm.training.data.stats import token_stats
 
     loaded = load_samples(args.path, **_load_kwargs(args))
     if loaded.problems:
@@ -113,8 +113,8 @@ def run_stats(args) -> int:
 
 
 def run_convert(args) -> int:
-    from .convert import save_arrow, write_webdataset
-    from .loading import apply_bad_record_policy, load_samples
+    from framelm.training.data.convert import save_arrow, write_webdataset
+    from framelm.training.data.loading import apply_bad_record_policy, load_samples
 
     loaded = load_samples(args.path, **_load_kwargs(args))
     apply_bad_record_policy(loaded, args.path, args.bad_records)
@@ -129,7 +129,7 @@ def run_convert(args) -> int:
 
 
 def run_extract_frames(args) -> int:
-    from .extract_frames import extract_frames
+    from framelm.training.data.extract_frames import extract_frames
 
     report = extract_frames(
         args.inputs,

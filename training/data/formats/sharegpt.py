@@ -13,8 +13,14 @@ the system prompt.
 
 from __future__ import annotations
 
-from ..sample import IMAGE_PLACEHOLDER, PLACEHOLDER_PATTERN, VIDEO_PLACEHOLDER, RecordProblem, Sample
-from .common import ReadOptions, as_path_list, build_sample, problem, text_messages
+from framelm.training.data.formats.common import ReadOptions, as_path_list, build_sample, problem, text_messages
+from framelm.training.data.sample import (
+    IMAGE_PLACEHOLDER,
+    PLACEHOLDER_PATTERN,
+    VIDEO_PLACEHOLDER,
+    RecordProblem,
+    Sample,
+)
 
 MEDIA_PATH_KEYS = ("path", "url", "image", "video")
 

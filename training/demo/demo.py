@@ -3,7 +3,7 @@
     framelm demo --out demo_out            # full run: data, tiny model, training, held-out accuracy before/after
     framelm demo --out demo_out --quick    # a short run for tests
 
-It draws a synthetic task that can only be solved by looking (see `demo_data.py`), builds a tiny FrameLM from
+It draws a synthetic task that can only be solved by looking (see `data.py`), builds a tiny FrameLM from
 scratch, trains it with the same code path as `framelm train` (the shipped recipe `recipes/demo.yaml`), prints
 held-out accuracy per question type before and after, writes `OUT/demo_metrics.json` and saves the trained model to
 OUT as a Hub-ready folder (loadable with `trust_remote_code=True` where framelm is not installed).
@@ -42,7 +42,7 @@ def evaluate(model, processor, records: list[dict], media_dir: Path, batch_size:
     """Greedy answers to held-out questions; accuracy per question type (first word, case-insensitive)."""
     import torch
 
-    from .generate import answer, encode_prompt
+    from framelm.training.eval.generate import answer, encode_prompt
 
     model.eval()
     options = argparse.Namespace(media_base_path=str(media_dir), insert_media_token="left", system_prompt=None,
@@ -74,11 +74,11 @@ def main(argv: list[str]) -> int:
     from transformers import set_seed
     from trl import ModelConfig, TrlParser
 
-    from .arguments import FrameLMArguments, FrameLMSFTConfig
-    from .build import save_framelm
-    from .demo_data import write_split
-    from .tiny import build_tiny_framelm
-    from .train import run
+    from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
+    from framelm.training.build import save_framelm
+    from framelm.training.demo.data import write_split
+    from framelm.training.tiny import build_tiny_framelm
+    from framelm.training.train import run
 
     start = time.perf_counter()
     out = Path(args.out)

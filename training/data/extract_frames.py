@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .media_writer import write_frame_folder
+from framelm.training.data.media_writer import write_frame_folder
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ media are valid text-only samples.
 
 from __future__ import annotations
 
-from ..sample import RecordProblem, Sample
-from .common import ReadOptions, as_path_list, build_sample, problem, text_messages
+from framelm.training.data.formats.common import ReadOptions, as_path_list, build_sample, problem, text_messages
+from framelm.training.data.sample import RecordProblem, Sample
 
 
 def read_lmms(record, where: str, options: ReadOptions) -> Sample | RecordProblem:

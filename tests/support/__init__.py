@@ -1,0 +1,1 @@
+"""Helpers that only the tests use; not part of the framelm package."""
