@@ -1,6 +1,6 @@
 """FrameLMImageProcessor: resize, centre-crop, rescale and normalize in batched torch, without torchvision.
 
-Hub payload: imports the standard library, torch, numpy, the public transformers API and `media_framelm` only.
+Hub payload: imports the standard library, torch, numpy, the public transformers API and its siblings only.
 
 Why not transformers' own processors: its fast (`TorchvisionBackend`) processors need torchvision, and its
 `*ImageProcessorPil` classes resize through PIL and rescale and normalize in float64 NumPy, one image at a time. Here
@@ -39,7 +39,6 @@ PIL_BICUBIC = 3
 RESAMPLE_MODES = {PIL_BILINEAR: "bilinear", PIL_BICUBIC: "bicubic"}
 RESAMPLE_NAMES = {"bilinear": PIL_BILINEAR, "bicubic": PIL_BICUBIC}
 SIZE_FORMS = "{'height': H, 'width': W} (squash) or {'shortest_edge': S} (keep aspect ratio)"
-
 SETTINGS = tuple(name for name in FrameLMImagesKwargs.__annotations__ if name != "return_tensors")
 
 

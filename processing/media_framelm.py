@@ -1,7 +1,8 @@
 """Media decoding: any image -> RGB PIL image, and fixed-frame video sampling from a file or a folder of frames.
 
-Hub payload: imports the standard library, numpy and torch only; PIL, av and decord are imported inside the functions
-that use them, so the model loads without them until media must be decoded.
+Hub payload: imports the standard library, numpy, torch and its siblings only; PIL, av and decord are imported inside
+the functions that use them, so the model loads without them until media must be decoded. Where media come from
+(paths, URLs, data URLs, base64) and the limits on remote files are `sources_framelm.py`'s job.
 
 Videos follow NeMo Video-NeVA: every video gives exactly `num_frames` frames, the centres of `num_frames` equal
 segments; a short video repeats frames instead of padding. Three readers: PyAV, decord and a folder of frame images

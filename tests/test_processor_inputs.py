@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from support.fresh_process import run_without_framelm
 from support.media_server import serve_media
+from support.token_runs import runs
 from transformers import AutoProcessor
 
 from framelm.processing.chat_template_framelm import DEFAULT_CHAT_TEMPLATE
@@ -30,18 +31,6 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (45, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def runs(ids: torch.Tensor, token_id: int) -> list[int]:
-    """Lengths of the consecutive runs of `token_id` in a 1-D id tensor."""
-    lengths, current = [], 0
-    for value in ids.tolist() + [None]:
-        if value == token_id:
-            current += 1
-        elif current:
-            lengths.append(current)
-            current = 0
-    return lengths
 
 
 def user_turn(*items: dict) -> list[dict]:
