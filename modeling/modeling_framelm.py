@@ -20,9 +20,6 @@ from .configuration_framelm import PATCH_INPUT_TOWERS, TOWERS_WITH_CLS_TOKEN, Fr
 from .pipeline_framelm import FrameLMVideoTextToTextPipeline  # noqa: F401  saved beside the model: custom_pipelines
 from .projector_framelm import FrameLMMultiModalProjector, pool_frame_features
 
-IMAGE_TOKEN = "<image>"
-VIDEO_TOKEN = "<video>"
-
 
 def _drop_final_norm(tower: nn.Module) -> None:
     """LLaVA reads a hidden state before the tower's final LayerNorm; with the tower trimmed to the feature layer,
@@ -256,25 +253,29 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         vision: str,
         language: str,
         dtype: torch.dtype | str = "auto",
+        *,
+        image_token: str,
+        video_token: str,
         **config_kwargs,
     ) -> tuple[FrameLMForConditionalGeneration, object]:
         """A new FrameLM from a pretrained vision tower and a pretrained causal LM (local folders or Hub ids).
 
-        The tower may be a vision-only checkpoint or a full CLIP/SigLIP model (its vision half is taken). `<image>` and
-        `<video>` are added to the LM's tokenizer as special tokens and the embeddings are resized (new rows start at
-        the mean of the old ones); the projector starts random. Returns `(model, tokenizer)`; build the processor
-        with the tokenizer and the tower's image settings (`framelm init` does both).
+        The tower may be a vision-only checkpoint or a full CLIP/SigLIP model (its vision half is taken).
+        `image_token` and `video_token` (the processor's placeholder strings, defined on the processing side) are
+        added to the LM's tokenizer as special tokens and the embeddings are resized (new rows start at the mean of
+        the old ones); the projector starts random. Returns `(model, tokenizer)`; build the processor with the
+        tokenizer, the same token strings and the tower's image settings (`framelm init` does all of it).
         """
         vision_config = AutoConfig.from_pretrained(vision)
         vision_config = getattr(vision_config, "vision_config", vision_config)
         language_model = AutoModelForCausalLM.from_pretrained(language, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(language)
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, VIDEO_TOKEN]})
+        tokenizer.add_special_tokens({"additional_special_tokens": [image_token, video_token]})
         config = FrameLMConfig(
             vision_config=vision_config,
             text_config=language_model.config,
-            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-            video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+            image_token_id=tokenizer.convert_tokens_to_ids(image_token),
+            video_token_id=tokenizer.convert_tokens_to_ids(video_token),
             **config_kwargs,
         )
         # only the layers up to the feature layer are loaded; the rest of the checkpoint is reported as unused

@@ -1,6 +1,6 @@
 """FrameLMImageProcessor: resize, centre-crop, rescale and normalize in batched torch, without torchvision.
 
-Hub payload: imports the standard library, torch, numpy, the public transformers API and `media_framelm` only.
+Hub payload: imports the standard library, torch, numpy, the public transformers API and its siblings only.
 
 Why not transformers' own processors: its fast (`TorchvisionBackend`) processors need torchvision, and its
 `*ImageProcessorPil` classes resize through PIL and rescale and normalize in float64 NumPy, one image at a time. Here
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from transformers import BaseImageProcessor, BatchFeature
 
-from .media_framelm import load_image
+from .inputs_framelm import FrameLMImagesKwargs
+from .media_framelm import composite_on_white, load_image
 
 # PIL's resampling enum values (PIL.Image.Resampling), stored as plain ints as transformers does.
 PIL_BILINEAR = 2
@@ -38,19 +39,7 @@ PIL_BICUBIC = 3
 RESAMPLE_MODES = {PIL_BILINEAR: "bilinear", PIL_BICUBIC: "bicubic"}
 RESAMPLE_NAMES = {"bilinear": PIL_BILINEAR, "bicubic": PIL_BICUBIC}
 SIZE_FORMS = "{'height': H, 'width': W} (squash) or {'shortest_edge': S} (keep aspect ratio)"
-SETTINGS = (
-    "do_resize",
-    "size",
-    "resample",
-    "do_center_crop",
-    "crop_size",
-    "do_rescale",
-    "rescale_factor",
-    "do_normalize",
-    "image_mean",
-    "image_std",
-    "do_convert_rgb",
-)
+SETTINGS = tuple(name for name in FrameLMImagesKwargs.__annotations__ if name != "return_tensors")
 
 
 def _size_dict(size, name: str) -> dict[str, int]:
@@ -112,6 +101,7 @@ class FrameLMImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values"]
+    valid_kwargs = FrameLMImagesKwargs
 
     def __init__(
         self,
@@ -212,11 +202,11 @@ class FrameLMImageProcessor(BaseImageProcessor):
             self._transform(array[None], settings, out=pixel_values[index : index + 1])
         return BatchFeature(data={"pixel_values": pixel_values})
 
-    def preprocess_frames(self, frames: torch.Tensor) -> torch.Tensor:
+    def preprocess_frames(self, frames: torch.Tensor, **overrides) -> torch.Tensor:
         """uint8 `(N, H, W, 3)` channels-last frames of one video -> float32 `(N, 3, H', W')` in one batched resize.
 
         This is the video hot path: decoders (decord, PyAV) hand frames over in this layout, and no per-frame copy
-        or PIL round trip is made.
+        or PIL round trip is made. `overrides` are per-call settings, as for `preprocess`.
         """
         if isinstance(frames, np.ndarray):
             frames = _from_numpy(frames)
@@ -232,7 +222,7 @@ class FrameLMImageProcessor(BaseImageProcessor):
             )
         if frames.shape[0] == 0:
             raise ValueError("preprocess_frames got 0 frames; a video needs at least one frame")
-        return self._transform(frames, self._settings({}))
+        return self._transform(frames, self._settings(overrides))
 
     def _settings(self, overrides: dict) -> dict:
         unknown = sorted(k for k, v in overrides.items() if v is not None and k not in SETTINGS)
@@ -295,9 +285,7 @@ class FrameLMImageProcessor(BaseImageProcessor):
         if channels == 1:
             array = array.expand(-1, -1, 3)
         elif channels == 4:
-            # Composite onto white as transformers' convert_to_rgb does (float64 blend, round half to even).
-            alpha = array[..., 3:].double() / 255
-            array = torch.round(alpha * array[..., :3].double() + (1 - alpha) * 255).to(torch.uint8)
+            array = composite_on_white(array)  # the one alpha rule, shared with load_image
         return array
 
     @staticmethod

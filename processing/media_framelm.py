@@ -1,7 +1,8 @@
 """Media decoding: any image -> RGB PIL image, and fixed-frame video sampling from a file or a folder of frames.
 
-Hub payload: imports the standard library, numpy and torch only; PIL, av and decord are imported inside the functions
-that use them, so the model loads without them until media must be decoded.
+Hub payload: imports the standard library, numpy, torch and its siblings only; PIL, av and decord are imported inside
+the functions that use them, so the model loads without them until media must be decoded. Where media come from
+(paths, URLs, data URLs, base64) and the limits on remote files are `sources_framelm.py`'s job.
 
 Videos follow NeMo Video-NeVA: every video gives exactly `num_frames` frames, the centres of `num_frames` equal
 segments; a short video repeats frames instead of padding. Three readers: PyAV, decord and a folder of frame images
@@ -13,6 +14,7 @@ The PyAV reader decodes only the GOPs that hold a wanted frame, each once.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .sources_framelm import FetchLimits, image_source, local_video_path
 from .video_pyav_framelm import read_pyav
 
 logger = logging.getLogger(__name__)
@@ -41,36 +44,50 @@ _INSTALL = {"pyav": "pip install av", "decord": "pip install decord"}
 # --- images -----------------------------------------------------------------------------------------------------
 
 
-def load_image(source) -> PIL.Image.Image:  # noqa: F821 - PIL is imported lazily (payload rule)
-    """A path, PIL image, uint8 array/tensor (H, W), (H, W, 1|3|4) or 16-bit array -> an RGB PIL image.
+def load_image(source, limits: FetchLimits | None = None) -> PIL.Image.Image:  # noqa: F821 - PIL is lazy (payload)
+    """Any image a user or a harness sends -> an RGB PIL image.
 
-    Unusual modes are fixed the same way everywhere (training, serving, validation): transparency is composited on
-    white (a transparent logo on black is unreadable), 16-bit gray is scaled to 8 bit (PIL's own conversion clips
-    it to white), CMYK, palette, 1-bit and gray become RGB. EXIF orientation is applied, as transformers does.
+    Accepted: a path or `file://` URL; an `http(s)://` URL or any fsspec URL (`s3://`, `gs://` ...), fetched within
+    `limits`; a `data:` URL; a raw base64 string; bytes; a PIL image; a uint8 array/tensor (H, W), (H, W, 1|3|4) or a
+    16-bit array. transformers' `image_utils.load_image` reads the string forms too, but it converts to RGB before
+    returning (dropping transparency, clipping 16 bit) and downloads with a per-read timeout and no size limit, so
+    the forms are read here, with the same mode fixes for all of them (training, serving, validation):
+    transparency is composited on white (a transparent logo on black is unreadable), 16-bit gray is scaled to 8 bit
+    (PIL's own conversion clips it to white), CMYK, palette, 1-bit and gray become RGB. EXIF orientation is applied,
+    as transformers does.
     """
     from PIL import Image
 
     if isinstance(source, (str, os.PathLike)):
-        return _to_rgb(_open_image(os.fspath(source)))
+        return _to_rgb(_decode_image(*image_source(os.fspath(source), limits or FetchLimits())))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _to_rgb(_decode_image(io.BytesIO(source), f"of {len(source)} bytes"))
     if isinstance(source, Image.Image):
         return _to_rgb(source)
     if isinstance(source, torch.Tensor):
         source = source.detach().cpu().numpy()
     if isinstance(source, np.ndarray):
         return _to_rgb(_array_to_image(source))
-    raise TypeError(f"cannot read {type(source).__name__} as an image: pass a path, PIL image, array or tensor")
+    raise TypeError(
+        f"cannot read {type(source).__name__} as an image: pass a path, URL, data URL, base64 string, bytes, "
+        "PIL image, array or tensor"
+    )
 
 
-def _open_image(path: str):
+def _decode_image(source, where: str):
+    """Open and decode every pixel now: a truncated file fails here, not later inside a collator."""
     from PIL import Image, ImageOps
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}" + (" (it is a folder)" if os.path.isdir(path) else ""))
     try:
-        image = Image.open(path)
-        image.load()  # decode every pixel now: a truncated file fails here, not later inside a collator
+        image = Image.open(source)
+        image.load()
+    except Image.DecompressionBombError as err:  # the header claims more pixels than PIL will allocate
+        raise ValueError(
+            f"image {where} is too large to decode safely: {err}; downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS "
+            "if you trust it"
+        ) from err
     except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError and "image file is truncated"
-        raise ValueError(f"cannot decode image {path}: {err}; replace the file (truncated or not an image?)") from err
+        raise ValueError(f"cannot decode image {where}: {err}; replace the file (truncated or not an image?)") from err
     ImageOps.exif_transpose(image, in_place=True)
     return image
 
@@ -97,6 +114,15 @@ def _scale_16bit(array: np.ndarray) -> np.ndarray:
     return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
+def composite_on_white(rgba: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 4) -> uint8 (..., 3): each colour "over" a white background, c * a/255 + 255 * (1 - a/255),
+    rounded to nearest. In integers the exact value is never a tie (that would need 255 to divide 2 * numerator), so
+    this equals transformers' float64 `convert_to_rgb` blend for every colour and alpha."""
+    wide = rgba.to(torch.int32)
+    alpha = wide[..., 3:]
+    return ((wide[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).to(torch.uint8)
+
+
 def _to_rgb(image):
     from PIL import Image
 
@@ -106,10 +132,8 @@ def _to_rgb(image):
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
         return Image.fromarray(_scale_16bit(np.asarray(image))).convert("RGB")
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA")).astype(np.uint16)  # (H, W, 4)
-        alpha = rgba[..., 3:]
-        rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255  # "over" a white background, rounded
-        return Image.fromarray(rgb.astype(np.uint8))
+        rgba = torch.from_numpy(np.array(image.convert("RGBA")))  # (H, W, 4)
+        return Image.fromarray(composite_on_white(rgba).numpy())
     return image.convert("RGB")  # L, 1, opaque P, CMYK (PIL: (255 - C) * (255 - K) / 255), YCbCr, F (clipped)
 
 
@@ -157,14 +181,17 @@ class VideoClip:
 
 
 def load_video(
-    path: str | os.PathLike,
+    source: str | os.PathLike,
     num_frames: int = 8,
     splice_single_frame: str | None = None,
     backend: str = "auto",
+    limits: FetchLimits | None = None,
 ) -> VideoClip:
     """Decode the `num_frames` frames `select_frame_indices` picks from a video file or a folder of frame images.
 
     Args:
+        source: a file or frame folder, a `file://` URL, or an `http(s)://` / fsspec URL (downloaded to a temporary
+            file within `limits` first, and deleted after decoding).
         backend: "pyav", "decord", "frames" (a folder) or "auto" (a folder -> frames; a file -> PyAV, else decord).
     """
     if backend not in VIDEO_BACKENDS:
@@ -175,37 +202,33 @@ def load_video(
     def choose(total: int) -> list[int]:
         return select_frame_indices(total, num_frames, splice_single_frame)
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"video not found: {path}")
-    if os.path.isdir(path):
-        if backend not in ("auto", "frames"):
-            raise ValueError(f"{path} is a folder of frames: use backend='frames' or 'auto', not {backend!r}")
-        return _read_frame_folder(path, choose)
-    if backend == "frames":
-        raise ValueError(f"backend='frames' reads a folder of frame images, but {path} is a file")
-    name = _available_backend(path) if backend == "auto" else backend
-    return _READERS[name](path, choose)
+    with local_video_path(os.fspath(source), limits) as path:
+        if os.path.isdir(path):
+            if backend not in ("auto", "frames"):
+                raise ValueError(f"{path} is a folder of frames: use backend='frames' or 'auto', not {backend!r}")
+            return _read_frame_folder(path, choose)
+        if backend == "frames":
+            raise ValueError(f"backend='frames' reads a folder of frame images, but {path} is a file")
+        name = _available_backend(path) if backend == "auto" else backend
+        return _READERS[name](path, choose)
 
 
-def probe_video(path: str | os.PathLike) -> dict:
+def probe_video(source: str | os.PathLike, limits: FetchLimits | None = None) -> dict:
     """{"total_frames", "fps", "duration", "width", "height"} of a video file or frame folder, decoding one frame.
 
     Reads the whole packet index of a file, so a truncated file raises ValueError here rather than in training.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"video not found: {path}")
-    if os.path.isdir(path):
-        names = _frame_names(path)
-        fps = _folder_fps(path)
-        width, height = load_image(os.path.join(path, names[0])).size
-        total, duration = len(names), (len(names) / fps if fps else None)
-    else:
-        clip = load_video(path, num_frames=1, splice_single_frame="first")
-        total, fps = clip.total_frames, clip.fps
-        height, width = clip.frames.shape[1:3]
-        duration = total / fps if fps else None
+    with local_video_path(os.fspath(source), limits) as path:
+        if os.path.isdir(path):
+            names = _frame_names(path)
+            fps = _folder_fps(path)
+            width, height = load_image(os.path.join(path, names[0])).size
+            total, duration = len(names), (len(names) / fps if fps else None)
+        else:
+            clip = load_video(path, num_frames=1, splice_single_frame="first")
+            total, fps = clip.total_frames, clip.fps
+            height, width = clip.frames.shape[1:3]
+            duration = total / fps if fps else None
     return {"total_frames": total, "fps": fps, "duration": duration, "width": int(width), "height": int(height)}
 
 

@@ -7,78 +7,86 @@ model (token strings, tokens per image and per frame, default frames per video) 
 Train and serve share this one code path: the collator and `pipeline()` both call `apply_chat_template`, which renders
 the template and calls `__call__`, which loads media, counts placeholders against media and expands each `<image>`
 to `tokens_per_image` tokens and each `<video>` to `frames * tokens_per_frame` tokens.
+
+What a call may pass (`inputs_framelm.py`): media in every form users and harnesses send (paths, `file://`, http(s)
+and fsspec URLs, data URLs, base64, bytes, PIL, arrays, frame lists); keywords in transformers 5's `ProcessingKwargs`
+groups, each honoured or refused by name; `audio` / `audios` only when empty (lmms-eval passes `audios=[]`). Remote
+files are fetched within `fetch_timeout` seconds (the whole file) and `fetch_max_bytes` bytes, both saved with the
+processor and settable at load: `AutoProcessor.from_pretrained(folder, fetch_timeout=10)`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from .chat_template_framelm import DEFAULT_CHAT_TEMPLATE
+from .chat_template_framelm import DEFAULT_CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN
 from .image_processing_framelm import FrameLMImageProcessor
+from .inputs_framelm import (
+    FLAT_KEYWORDS,
+    FrameLMProcessingKwargs,
+    check_keywords,
+    flatten_media,
+    is_image,
+    is_video,
+    per_sample_counts,
+)
 from .media_framelm import load_image, load_video, sample_frame_indices
+from .sources_framelm import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, FetchLimits
 
 INSERT_MEDIA_CHOICES = ("left", "right")
+TEMPLATE_VARIABLES = ("image_token", "video_token")
 
 
-def _is_image(item) -> bool:
-    if isinstance(item, (str, os.PathLike)):
-        return True
-    if isinstance(item, (np.ndarray, torch.Tensor)):
-        return item.ndim in (2, 3)
-    return hasattr(item, "getpixel")  # a PIL image, without importing PIL here
+@dataclass
+class MultiModalTokenCounts:
+    """What `_get_num_multimodal_tokens` returns: the fields and the dict-style reads (`"num_image_tokens" in counts`,
+    `counts["num_image_tokens"]`) of transformers' `MultiModalData`, which is not exported at the top level of
+    transformers, the only place the payload imports from."""
+
+    num_image_tokens: list[int] | None = None
+    num_video_tokens: list[int] | None = None
+    num_audio_tokens: list[int] | None = None
+    num_image_patches: list[int] | None = None
+
+    def __contains__(self, key: str) -> bool:
+        return getattr(self, key, None) is not None
+
+    def __getitem__(self, key: str) -> list[int] | None:
+        if key not in self.__dataclass_fields__:
+            raise AttributeError(f"{type(self).__name__} has no attribute {key}")
+        return getattr(self, key)
 
 
-def _is_video(item) -> bool:
-    if isinstance(item, (str, os.PathLike)) or hasattr(item, "frames"):
-        return True
-    if isinstance(item, (np.ndarray, torch.Tensor)):
-        return item.ndim == 4
-    return (
-        isinstance(item, (list, tuple))
-        and len(item) > 0
-        and all(_is_image(f) and not isinstance(f, str) for f in item)
-    )
-
-
-def _flatten(media, is_leaf) -> list:
-    """One image/video, a list of them, or one list per sample -> a flat list in order of appearance."""
-    if media is None:
-        return []
-    if is_leaf(media):
-        return [media]
-    if isinstance(media, (list, tuple)):
-        return [leaf for item in media for leaf in _flatten(item, is_leaf)]
-    raise TypeError(f"cannot read {type(media).__name__} as media: pass paths, PIL images, arrays or tensors")
-
-
-def _per_sample_counts(media, num_samples: int, is_leaf) -> list[int] | None:
-    """Media counts per sample when `media` is given as one list per sample, else None."""
-    if isinstance(media, (list, tuple)) and len(media) == num_samples and not is_leaf(media):
-        if all(item is None or (isinstance(item, (list, tuple)) and not is_leaf(item)) for item in media):
-            return [len(_flatten(item, is_leaf)) for item in media]
-    return None
+def _is_empty(audio) -> bool:
+    """None, [] or nested empty lists: what harnesses pass for "no audio" (lmms-eval: `audios=[]`)."""
+    return audio is None or (isinstance(audio, (list, tuple)) and all(_is_empty(item) for item in audio))
 
 
 class FrameLMProcessor(ProcessorMixin):
     """Tokenizer + `FrameLMImageProcessor` + the video loader of `media_framelm`, saved with the numbers that tie the
     text to the vision tower (`tokens_per_image`, `tokens_per_frame`, `num_frames`)."""
 
+    valid_processor_kwargs = FrameLMProcessingKwargs
+
     def __init__(
         self,
         image_processor=None,
         tokenizer=None,
         chat_template: str | None = None,
-        image_token: str = "<image>",
-        video_token: str = "<video>",
+        image_token: str = IMAGE_TOKEN,
+        video_token: str = VIDEO_TOKEN,
         tokens_per_image: int = 256,
         tokens_per_frame: int = 256,
         num_frames: int = 8,
         video_backend: str = "auto",
+        fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
+        fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
         **kwargs,
     ):
         self.image_token = image_token
@@ -87,7 +95,14 @@ class FrameLMProcessor(ProcessorMixin):
         self.tokens_per_frame = tokens_per_frame
         self.num_frames = num_frames
         self.video_backend = video_backend
+        self.fetch_timeout = fetch_timeout  # seconds for one whole remote file
+        self.fetch_max_bytes = fetch_max_bytes  # largest remote file accepted
+        self.fetch_limits  # noqa: B018 - validates both now, not at the first URL
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
+
+    @property
+    def fetch_limits(self) -> FetchLimits:
+        return FetchLimits(self.fetch_timeout, self.fetch_max_bytes)
 
     @property
     def tokens_per_video(self) -> int:
@@ -140,11 +155,28 @@ class FrameLMProcessor(ProcessorMixin):
         messages = [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}] if system_prompt else []
         return messages + [{"role": "user", "content": content}]
 
+    def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
+        """transformers' `apply_chat_template`, passing this processor's `image_token` / `video_token` to a template
+        that reads them (the default one does), so the placeholders rendered are the ones `__call__` expands."""
+        template = self._template_text(chat_template)
+        for name in TEMPLATE_VARIABLES:
+            if name in template:
+                kwargs.setdefault(name, getattr(self, name))
+        return super().apply_chat_template(conversation, chat_template, **kwargs)
+
+    def _template_text(self, chat_template: str | None) -> str:
+        """The Jinja source `apply_chat_template` will render: a given template, a named one, or the default."""
+        templates = self.chat_template if isinstance(self.chat_template, dict) else {"default": self.chat_template}
+        if chat_template is None:
+            return templates.get("default") or ""
+        return templates.get(chat_template, chat_template)
+
     def load_video_frames(self, video, num_frames: int, splice_single_frame: str | None = None) -> torch.Tensor:
-        """A path (file or frame folder), a decoded clip, an array/tensor (F, H, W, C) or a list of frames ->
+        """A path, folder or URL, a decoded clip, an array/tensor (F, H, W, C) or a list of frames ->
         uint8 (num_frames, H, W, 3); pre-decoded frames are resampled to `num_frames` with the same sampler."""
         if isinstance(video, (str, os.PathLike)):
-            return load_video(video, num_frames, splice_single_frame, backend=self.video_backend).frames
+            limits = self.fetch_limits
+            return load_video(video, num_frames, splice_single_frame, backend=self.video_backend, limits=limits).frames
         frames = getattr(video, "frames", video)
         if isinstance(frames, (list, tuple)):
             frames = torch.stack([torch.as_tensor(np.asarray(load_image(f))) for f in frames])
@@ -158,54 +190,91 @@ class FrameLMProcessor(ProcessorMixin):
             frames = frames[sample_frame_indices(frames.shape[0], count)]
         return frames[..., :3] if frames.shape[-1] != 1 else frames.expand(*frames.shape[:3], 3)
 
-    def __call__(
-        self,
-        images=None,
-        text: str | list[str] | None = None,
-        videos=None,
-        audio=None,
-        num_frames: int | None = None,
-        splice_single_frame: str | None = None,
-        return_tensors: str | None = None,
-        return_text_replacement_offsets: bool = False,
-        **kwargs,
-    ) -> BatchFeature:
+    def __call__(self, images=None, text: str | list[str] | None = None, videos=None, audio=None, **kwargs):
         """Tokenize `text` with every `<image>`/`<video>` placeholder expanded, and preprocess the media.
 
         `images`/`videos` may be one item, a flat list in order of appearance, or one list per sample (then the
-        counts are checked sample by sample). Returns `input_ids`, `attention_mask`, `pixel_values`
-        (N_img, 3, H, W) and `pixel_values_videos` (N_vid, F, 3, H, W).
+        counts are checked sample by sample). Keywords: tokenizer settings (`padding`, `max_length`, ... or
+        `text_kwargs={...}`), image settings (`size`, `do_normalize`, ... or `images_kwargs={...}`; they apply to
+        video frames too), `num_frames` and `splice_single_frame` (or in `videos_kwargs={...}`), `return_tensors`,
+        `return_mm_token_type_ids`, `return_text_replacement_offsets`; any other keyword raises.
+        Returns `input_ids`, `attention_mask`, `pixel_values` (N_img, 3, H, W) and `pixel_values_videos`
+        (N_vid, F, 3, H, W).
         """
-        if audio is not None or kwargs.pop("audios", None) is not None:
-            raise ValueError("FrameLM reads images, videos and text; it has no audio input")
-        for unused in ("images_kwargs", "videos_kwargs", "audio_kwargs", "common_kwargs", "do_sample_frames"):
-            kwargs.pop(unused, None)  # the generic chat-template path may pass these; our settings are explicit
-        text_kwargs = kwargs.pop("text_kwargs", {}) | kwargs
-        num_frames = 1 if splice_single_frame else (num_frames or self.num_frames)
+        if not (_is_empty(audio) and _is_empty(kwargs.pop("audios", None))):
+            raise ValueError("FrameLM reads images, videos and text; it has no audio input: pass no audio")
+        merged = self._merged_keywords(kwargs)  # {"text_kwargs": {...}, "images_kwargs": {...}, ...}
+        images_kwargs, videos_kwargs = merged["images_kwargs"], merged["videos_kwargs"]
+        num_frames, splice_single_frame = self._video_sampling(videos_kwargs)
+
         texts = [] if text is None else [text] if isinstance(text, str) else list(text)
-        image_list, video_list = _flatten(images, _is_image), _flatten(videos, _is_video)
+        image_list, video_list = flatten_media(images, is_image), flatten_media(videos, is_video)
         self._check_counts(texts, images, videos, image_list, video_list)
 
         data = {}
         if image_list:
-            data["pixel_values"] = self.image_processor([load_image(i) for i in image_list])["pixel_values"]
+            loaded = [load_image(image, self.fetch_limits) for image in image_list]
+            data["pixel_values"] = self.image_processor(loaded, **images_kwargs)["pixel_values"]
         if video_list:
             clips = [self.load_video_frames(v, num_frames, splice_single_frame) for v in video_list]
-            data["pixel_values_videos"] = torch.stack([self.image_processor.preprocess_frames(c) for c in clips])
+            frames = [self.image_processor.preprocess_frames(clip, **videos_kwargs) for clip in clips]
+            data["pixel_values_videos"] = torch.stack(frames)
         if texts:
             expanded, offsets = self._expand_placeholders(texts, num_frames * self.tokens_per_frame)
-            data.update(self.tokenizer(expanded, **text_kwargs))
-            if return_text_replacement_offsets:
+            encoded = self.tokenizer(expanded, **merged["text_kwargs"])
+            data.update(encoded)
+            if merged["return_text_replacement_offsets"]:
                 data["text_replacement_offsets"] = offsets
-        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["text_replacement_offsets"])
+            if merged["return_mm_token_type_ids"]:  # 1 on image tokens, 2 on video tokens (vLLM's backend reads it)
+                data["mm_token_type_ids"] = self.create_mm_token_type_ids(encoded["input_ids"])
+        return BatchFeature(
+            data, tensor_type=merged["return_tensors"], skip_tensor_conversion=["text_replacement_offsets"]
+        )
+
+    def _merged_keywords(self, kwargs: dict) -> dict:
+        """The call's keywords, checked and merged into transformers' groups, with what the processor answers itself
+        lifted out of the groups: `return_tensors` (pixels are torch; the output type is chosen once) and the two
+        return flags that transformers mirrors into text_kwargs."""
+        check_keywords(kwargs)
+        init_kwargs = self.tokenizer.init_kwargs
+        merged = self._merge_kwargs(FrameLMProcessingKwargs, tokenizer_init_kwargs=init_kwargs, **kwargs)
+        return_tensors = None
+        for group in ("videos_kwargs", "images_kwargs", "text_kwargs"):  # the text group's choice wins
+            return_tensors = merged[group].pop("return_tensors", None) or return_tensors
+        for flag in FLAT_KEYWORDS:
+            merged["text_kwargs"].pop(flag, None)
+        return merged | {"return_tensors": return_tensors}
+
+    def _video_sampling(self, videos_kwargs: dict) -> tuple[int, str | None]:
+        """(frames per video, splice_single_frame) from the video keywords, which it removes; `do_sample_frames`
+        (True, all FrameLM does) was checked by `check_keywords`."""
+        videos_kwargs.pop("do_sample_frames", None)
+        splice_single_frame = videos_kwargs.pop("splice_single_frame", None)
+        num_frames = videos_kwargs.pop("num_frames", None) or self.num_frames
+        return (1 if splice_single_frame else num_frames), splice_single_frame
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, video_sizes=None, **kwargs) -> MultiModalTokenCounts:
+        """The number of placeholder tokens each image and video expands to, for the transformers backends of vLLM
+        and SGLang. Sizes are (height, width) per image and (frames, height, width) per video: an image always
+        becomes `tokens_per_image` tokens (it is resized to the tower's input), a video `num_frames *
+        tokens_per_frame` (its frames are resampled to `num_frames`, or one with `splice_single_frame`), so the
+        sizes only give the count. `kwargs` are the processor keywords the call will use (e.g. `num_frames`)."""
+        num_frames, _ = self._video_sampling(self._merged_keywords(kwargs)["videos_kwargs"])
+        counts = MultiModalTokenCounts()
+        if image_sizes is not None:
+            counts.num_image_tokens = [self.tokens_per_image] * len(image_sizes)
+            counts.num_image_patches = [1] * len(image_sizes)  # one row of pixel_values per image
+        if video_sizes is not None:
+            counts.num_video_tokens = [num_frames * self.tokens_per_frame] * len(video_sizes)
+        return counts
 
     def _check_counts(self, texts: list[str], images, videos, image_list: list, video_list: list) -> None:
         for token, media, flat, is_leaf, kind in (
-            (self.image_token, images, image_list, _is_image, "images"),
-            (self.video_token, videos, video_list, _is_video, "videos"),
+            (self.image_token, images, image_list, is_image, "images"),
+            (self.video_token, videos, video_list, is_video, "videos"),
         ):
             found = [t.count(token) for t in texts]
-            given = _per_sample_counts(media, len(texts), is_leaf) or [len(flat)]
+            given = per_sample_counts(media, len(texts), is_leaf) or [len(flat)]
             if (len(given) > 1 and found != given) or sum(found) != sum(given):
                 raise ValueError(
                     f"{token} placeholders per sample {found} do not match the {kind} given {given}: put one "

@@ -7,6 +7,7 @@ Hub payload (imported by `media_framelm.py`); PyAV is imported inside the reader
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import threading
@@ -194,15 +195,33 @@ def _take(decoded, pts_to_index: dict[int, int], members: list[int], found: dict
     for frame in decoded:
         i = pts_to_index.get(frame.pts)
         if i in members and i not in found:
-            found[i] = _rgb_converter().reformat(frame, format="rgb24", threads=1).to_ndarray()
+            found[i] = _to_rgb24(frame)
+
+
+def _to_rgb24(frame) -> np.ndarray:
+    """One decoded frame -> (H, W, 3) uint8, converted on the calling thread (see `_rgb_converter`)."""
+    if _reformat_takes_threads():
+        return _rgb_converter().reformat(frame, format="rgb24", threads=1).to_ndarray()
+    return _rgb_converter().reformat(frame, format="rgb24").to_ndarray()
+
+
+@functools.cache
+def _reformat_takes_threads() -> bool:
+    """PyAV 17 added `reformat(..., threads=)` and with it made swscale use all cores when it is not given (`None`
+    means 0, "automatic"); PyAV 14-16 have no such argument and never set swscale's thread count, whose FFmpeg
+    default is one thread. (Cython methods carry no signature to inspect, hence the version.)"""
+    import av
+
+    return int(av.__version__.split(".")[0]) >= 17
 
 
 def _rgb_converter():
     """A reused `VideoReformatter`: `frame.to_ndarray(format=...)` builds a new swscale context for every frame, which
     costs 10x the conversion itself on small frames (1.1 ms against 0.1 ms for 64x64 measured here); a reused one
     keeps its context while the frame size and format stay the same. The output is identical. It converts on the
-    calling thread (`threads=1`): a converter with swscale threads, made before a fork (DataLoader workers start after
-    the parent has decoded), would hang the forked worker, whose copy of those threads does not exist."""
+    calling thread (`threads=1` where PyAV has the argument, FFmpeg's one-thread default before): a converter with
+    swscale threads, made before a fork (DataLoader workers start after the parent has decoded), would hang the
+    forked worker, whose copy of those threads does not exist."""
     converter = getattr(_thread_state, "converter", None)
     if converter is None:
         from av.video.reformatter import VideoReformatter

@@ -268,8 +268,10 @@ def test_arrays_and_tensors_load_channels_last():
         load_image(np.zeros((2, 2, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"channels-last; got shape \(3, 2, 2\)"):
         load_image(torch.zeros(3, 2, 2, dtype=torch.uint8))
-    with pytest.raises(TypeError, match="cannot read bytes as an image"):
-        load_image(b"\x89PNG")
+    with pytest.raises(TypeError, match="cannot read float as an image"):
+        load_image(3.5)
+    with pytest.raises(ValueError, match="cannot decode image of 4 bytes"):
+        load_image(b"\x89PNG")  # bytes are read as an encoded file
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -378,3 +380,109 @@ def test_a_forked_worker_decodes_after_its_parent_did(tmp_path):
     with multiprocessing.get_context("fork").Pool(1) as pool:
         for path, frames in expected.items():
             np.testing.assert_array_equal(pool.apply_async(_frames_in_worker, (path,)).get(timeout=60), frames)
+
+
+class RecordingConverter:
+    """Stands in for PyAV's VideoReformatter to record the keywords each conversion gets."""
+
+    def __init__(self, real, calls: list):
+        self._real, self._calls = real, calls
+
+    def reformat(self, frame, **kwargs):
+        self._calls.append(sorted(kwargs))
+        return self._real.reformat(frame, **kwargs)
+
+
+def test_pyav_before_17_converts_without_the_threads_keyword(make_mp4, monkeypatch):
+    """PyAV 14-16 (lmms-eval pins av<16) have no `reformat(threads=)`: the reader leaves it out there and gets the
+    same frames. Also run against real av 14.2 and 15.1 installs (see the report of the PyAV-floor change)."""
+    from av.video.reformatter import VideoReformatter
+
+    from framelm.processing import video_pyav_framelm
+
+    path = make_mp4("clip.mp4", num_frames=12)
+    expected = load_video(path, num_frames=3, backend="pyav").frames
+    calls: list = []
+    monkeypatch.setattr(video_pyav_framelm, "_rgb_converter", lambda: RecordingConverter(VideoReformatter(), calls))
+    with_threads = load_video(path, num_frames=3, backend="pyav").frames
+    monkeypatch.setattr(video_pyav_framelm, "_reformat_takes_threads", lambda: False)
+    without = load_video(path, num_frames=3, backend="pyav").frames
+    installed = ["format", "threads"] if int(av.__version__.split(".")[0]) >= 17 else ["format"]
+    assert calls == [installed] * 3 + [["format"]] * 3
+    assert torch.equal(with_threads, expected) and torch.equal(without, expected)
+
+
+# --- one alpha rule, and inputs that must not hang or escape ------------------------------------------------------
+
+
+def test_alpha_is_composited_one_way_and_rounds_like_transformers():
+    from transformers.image_transforms import convert_to_rgb  # the peer: float64 blend, round half to even
+
+    from framelm.processing.image_processing_framelm import FrameLMImageProcessor
+
+    colour, alpha = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), indexing="ij")
+    rgba = np.stack([colour, colour, colour, alpha], axis=-1)  # every (value, alpha) pair, (256, 256, 4)
+    theirs = np.asarray(convert_to_rgb(Image.fromarray(rgba, mode="RGBA"), return_numpy=True))
+    ours = np.asarray(load_image(rgba))
+    assert np.array_equal(ours, theirs)  # all 65,536 pairs
+    assert ours[1, 128].tolist() == [128] * 3  # 1 * 128/255 + 255 * 127/255 = 127.502: rounded, not floored
+    assert ours[128, 128].tolist() == [191] * 3  # 128 * 128/255 + 127 = 191.25
+    processor = FrameLMImageProcessor(do_resize=False, do_normalize=False, rescale_factor=1.0)
+    from_array = processor(rgba)["pixel_values"][0].permute(1, 2, 0)  # the image processor's own 4-channel path
+    assert torch.equal(from_array, torch.tensor(ours).float())
+
+
+@pytest.mark.timeout(60)
+def test_fifos_and_devices_are_refused_not_read(tmp_path, tiny_processor):
+    import os
+
+    os.mkfifo(tmp_path / "clip.mp4")
+    os.mkfifo(tmp_path / "photo.png")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    os.mkfifo(folder / "00001.jpg")
+    with pytest.raises(ValueError, match=r"video .*clip.mp4 is a FIFO \(named pipe\), not a regular file"):
+        load_video(tmp_path / "clip.mp4")
+    with pytest.raises(ValueError, match=r"image .*photo.png is a FIFO \(named pipe\), not a regular file"):
+        load_image(tmp_path / "photo.png")
+    with pytest.raises(ValueError, match=r"00001.jpg is a FIFO"):
+        load_video(folder)
+    with pytest.raises(ValueError, match=r"video .*clip.mp4 is a FIFO"):
+        probe_video(tmp_path / "clip.mp4")
+    with pytest.raises(ValueError, match="image /dev/zero is a character device"):
+        load_image("/dev/zero")
+    with pytest.raises(ValueError, match=r"clip.mp4 is a FIFO"):
+        tiny_processor(text="<video>", videos=[str(tmp_path / "clip.mp4")])
+    with pytest.raises(ValueError, match=r"photo.png is a FIFO"):
+        tiny_processor(text="<image>", images=[(tmp_path / "photo.png").as_uri()])
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG header that claims `width` x `height` pixels and holds none (a decompression bomb's first bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_a_value_error_naming_the_file(tmp_path, tiny_processor):
+    import base64
+
+    from framelm.processing.image_processing_framelm import FrameLMImageProcessor
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(100_000, 100_000))
+    match = f"image {bomb} is too large to decode safely: .*10000000000 pixels.*MAX_IMAGE_PIXELS"
+    with pytest.raises(ValueError, match=match):
+        load_image(bomb)
+    with pytest.raises(ValueError, match=match):
+        tiny_processor(text="<image>", images=[str(bomb)])
+    with pytest.raises(ValueError, match=match):
+        FrameLMImageProcessor()(str(bomb))
+    data_url = "data:image/png;base64," + base64.b64encode(bomb.read_bytes()).decode()
+    with pytest.raises(ValueError, match=r"image data URL \(data:image/png;base64,.*\) is too large to decode"):
+        load_image(data_url)

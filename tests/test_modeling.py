@@ -8,9 +8,11 @@ from transformers import AutoModel, CLIPConfig, CLIPModel, LlamaConfig, LlamaFor
 from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
 from framelm.modeling.projector_framelm import pool_frame_features
+from framelm.processing.chat_template_framelm import IMAGE_TOKEN, VIDEO_TOKEN
 from framelm.training.tiny import train_tiny_tokenizer
 
 IMAGE, VIDEO, VOCAB = 98, 99, 100
+MEDIA_TOKENS = {"image_token": IMAGE_TOKEN, "video_token": VIDEO_TOKEN}
 TOWERS = {
     "siglip": {"model_type": "siglip_vision_model", "image_size": 32},
     "clip": {"model_type": "clip_vision_model", "image_size": 32},
@@ -214,7 +216,7 @@ def test_from_components_loads_both_halves_from_local_folders(tmp_path):
     before = len(tokenizer)
 
     model, new_tokenizer = FrameLMForConditionalGeneration.from_components(
-        str(tmp_path / "clip"), str(tmp_path / "lm"), dtype=torch.float32, projector_type="linear"
+        str(tmp_path / "clip"), str(tmp_path / "lm"), dtype=torch.float32, projector_type="linear", **MEDIA_TOKENS
     )
     config = model.config
     assert new_tokenizer.convert_tokens_to_ids("<image>") == config.image_token_id
@@ -254,7 +256,7 @@ def test_from_components_adds_media_tokens_and_resizes(tmp_path):
     lm = LlamaForCausalLM(LlamaConfig(**sizes, vocab_size=len(plain)))
     lm.save_pretrained(tmp_path / "lm")
     model, new_tokenizer = FrameLMForConditionalGeneration.from_components(
-        str(tmp_path / "tower"), str(tmp_path / "lm")
+        str(tmp_path / "tower"), str(tmp_path / "lm"), **MEDIA_TOKENS
     )
     assert model.get_input_embeddings().weight.shape[0] == len(new_tokenizer) == model.config.text_config.vocab_size
     assert new_tokenizer.convert_tokens_to_ids("<video>") == model.config.video_token_id

@@ -12,7 +12,7 @@ PAYLOAD_DIRS = ("modeling", "processing")
 # `transformers.modeling_outputs` is documented public API (the "Model outputs" reference page), unlike models.*
 ALLOWED_ROOTS = {"torch", "numpy"}  # with their submodules (torch.nn, ...)
 ALLOWED_TRANSFORMERS = {"transformers", "transformers.modeling_outputs"}
-LAZY_MEDIA = {"PIL", "av", "decord"}  # imported inside the function that uses them, never at module level
+LAZY_MEDIA = {"PIL", "av", "decord", "fsspec"}  # imported inside the function that uses them, never at module level
 
 
 def payload_files() -> list[Path]:

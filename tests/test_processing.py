@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from support.token_runs import runs
 from transformers import AutoProcessor
 
 from framelm.processing.media_framelm import sample_frame_indices
@@ -14,18 +15,6 @@ def frames(count: int, height: int = 24, width: int = 40) -> torch.Tensor:
     clip = torch.zeros(count, height, width, 3, dtype=torch.uint8)
     clip[:, 0, 0, 0] = torch.arange(count, dtype=torch.uint8)
     return clip
-
-
-def runs(ids: torch.Tensor, token_id: int) -> list[int]:
-    """Lengths of the consecutive runs of `token_id` in a 1-D id tensor."""
-    lengths, current = [], 0
-    for value in ids.tolist() + [None]:
-        if value == token_id:
-            current += 1
-        elif current:
-            lengths.append(current)
-            current = 0
-    return lengths
 
 
 def test_each_placeholder_expands_to_its_exact_token_count(tiny_processor):

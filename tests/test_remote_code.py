@@ -2,12 +2,10 @@
 through every auto class and both pipelines, and get the same numbers as in-process."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from support.fresh_process import run_without_framelm
 
 EXPECTED_FILES = {
     "config.json",
@@ -24,17 +22,11 @@ EXPECTED_FILES = {
     "processing_framelm.py",
     "image_processing_framelm.py",
     "media_framelm.py",
+    "sources_framelm.py",
+    "inputs_framelm.py",
     "video_pyav_framelm.py",
     "chat_template_framelm.py",
 }
-
-
-def run_without_framelm(code: str, cwd) -> dict:
-    """Run `code` in a fresh interpreter where framelm cannot be imported; it prints one json line."""
-    child = "import sys\nsys.modules['framelm'] = None  # any `import framelm` now raises\n" + textwrap.dedent(code)
-    result = subprocess.run([sys.executable, "-c", child], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_saved_folder_holds_weights_code_processor_and_template(tiny_model_dir):
@@ -120,8 +112,8 @@ def test_pipelines_answer_image_and_video_prompts_without_framelm(
         image_pipe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
         messages = [{{"role": "user", "content": [{{"type": "image", "path": {str(image_path)!r}}},
                                                   {{"type": "text", "text": {question!r}}}]}}]
-        image_answer = image_pipe(text=messages, max_new_tokens=6, min_new_tokens=6, do_sample=False,
-                                  return_full_text=False)
+        image_answer = image_pipe(text=messages, generate_kwargs={{"max_new_tokens": 6, "min_new_tokens": 6,
+                                  "do_sample": False}}, return_full_text=False)
         video_pipe = pipeline("video-text-to-text", model=folder, trust_remote_code=True)
         video_answer = video_pipe({str(video_path)!r}, text={question!r}, max_new_tokens=6, min_new_tokens=6,
                                   do_sample=False)

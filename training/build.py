@@ -12,8 +12,8 @@ from pathlib import Path
 from transformers import AutoImageProcessor, PreTrainedModel
 
 from framelm.modeling.configuration_framelm import FrameLMConfig
-from framelm.modeling.modeling_framelm import IMAGE_TOKEN, VIDEO_TOKEN, FrameLMForConditionalGeneration
-from framelm.processing.chat_template_framelm import IM_END, IM_START
+from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
+from framelm.processing.chat_template_framelm import IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
 from framelm.processing.processing_framelm import FrameLMProcessor
 
@@ -64,7 +64,9 @@ def tower_image_processor(vision: str, config: FrameLMConfig) -> FrameLMImagePro
 
 def build_from_components(vision: str, language: str, **config_kwargs) -> tuple[PreTrainedModel, FrameLMProcessor]:
     """A new FrameLM (pretrained tower + pretrained LM, random projector) and its processor."""
-    model, tokenizer = FrameLMForConditionalGeneration.from_components(vision, language, **config_kwargs)
+    model, tokenizer = FrameLMForConditionalGeneration.from_components(
+        vision, language, image_token=IMAGE_TOKEN, video_token=VIDEO_TOKEN, **config_kwargs
+    )
     missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
     if missing:  # the chat template's turn markers must be single tokens, or <|im_end|> cannot end generation
         tokenizer.add_special_tokens({"additional_special_tokens": missing})

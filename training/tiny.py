@@ -13,8 +13,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from framelm.modeling.configuration_framelm import FrameLMConfig
-from framelm.modeling.modeling_framelm import IMAGE_TOKEN, VIDEO_TOKEN, FrameLMForConditionalGeneration
-from framelm.processing.chat_template_framelm import IM_END, IM_START
+from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
+from framelm.processing.chat_template_framelm import IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
 from framelm.training.build import processor_for, save_framelm, set_generation_defaults
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import datasets
 
-IMAGE_PLACEHOLDER = "<image>"
-VIDEO_PLACEHOLDER = "<video>"  # also marks a folder of pre-extracted frames (media kind "frames")
+from framelm.processing.chat_template_framelm import IMAGE_TOKEN as IMAGE_PLACEHOLDER
+from framelm.processing.chat_template_framelm import VIDEO_TOKEN as VIDEO_PLACEHOLDER  # also marks frame folders
+
 PLACEHOLDER_PATTERN = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 MEDIA_KINDS = ("image", "video", "frames")
 ROLES = ("user", "assistant")
