@@ -2,12 +2,10 @@
 through every auto class and both pipelines, and get the same numbers as in-process."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from support.processes import run_without_framelm
 
 EXPECTED_FILES = {
     "config.json",
@@ -27,14 +25,6 @@ EXPECTED_FILES = {
     "video_pyav_framelm.py",
     "chat_template_framelm.py",
 }
-
-
-def run_without_framelm(code: str, cwd) -> dict:
-    """Run `code` in a fresh interpreter where framelm cannot be imported; it prints one json line."""
-    child = "import sys\nsys.modules['framelm'] = None  # any `import framelm` now raises\n" + textwrap.dedent(code)
-    result = subprocess.run([sys.executable, "-c", child], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_saved_folder_holds_weights_code_processor_and_template(tiny_model_dir):
