@@ -11,7 +11,10 @@ for every trainable parameter.
 
 from __future__ import annotations
 
+import os
+
 import torch
+import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -19,6 +22,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_framelm import PATCH_INPUT_TOWERS, TOWERS_WITH_CLS_TOKEN, FrameLMConfig
 from .pipeline_framelm import FrameLMVideoTextToTextPipeline  # noqa: F401  saved beside the model: custom_pipelines
 from .projector_framelm import FrameLMMultiModalProjector, pool_frame_features
+
+# transformers 5.24 renamed the KV-cache keyword `past_key_values` to `cache`; this file passes and returns `cache`.
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (5, 24):
+    raise ImportError(
+        f"FrameLM needs transformers>=5.24 (the KV cache keyword `cache`); found {transformers.__version__}: "
+        "pip install -U 'transformers>=5.24,<6'"
+    )
 
 
 def _drop_final_norm(tower: nn.Module) -> None:
@@ -33,12 +43,37 @@ class FrameLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
-    # `_no_split_modules` is gathered from the tower's and the LM's own lists by `post_init`.
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def post_init(self) -> None:
+        super().post_init()
+        # `post_init` gathers `_no_split_modules` from the tower's and the LM's class lists, which name modules of
+        # their whole family (SigLIP's lists its text embeddings and pooling head). FSDP's auto-wrap refuses a name
+        # the model does not contain, so only the classes really present stay.
+        present = {type(module).__name__ for module in self.modules()}
+        self._no_split_modules = {name for name in self._no_split_modules if name in present}
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`save_pretrained` as the registered FrameLM class, even when a wrapper has swapped the instance's class.
+
+        FSDP2's `fully_shard` turns the instance into a subclass defined in torch
+        (`FSDPFrameLMForConditionalGeneration`), and transformers writes the instance's class into `auto_map` and
+        copies the file defining it: the folder would ship torch's `_fsdp_*.py` instead of ours and load nowhere.
+        The nearest class that called `register_for_auto_class` is saved: a subclass meant to be saved as itself
+        registers itself too.
+        """
+        wrapper = type(self)
+        registered = next((cls for cls in wrapper.__mro__ if vars(cls).get("_auto_class")), wrapper)
+        if registered is wrapper:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        self.__class__ = registered
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.__class__ = wrapper
 
 
 class FrameLMModel(FrameLMPreTrainedModel):
@@ -143,7 +178,7 @@ class FrameLMModel(FrameLMPreTrainedModel):
         pixel_values_videos: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -153,11 +188,12 @@ class FrameLMModel(FrameLMPreTrainedModel):
         has_media = pixel_values is not None or pixel_values_videos is not None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            image_embeds = video_embeds = None
+            # Without pixels (a decoding step, a text-only prompt) a media token id is embedded as an ordinary token,
+            # so a sampled `<image>` cannot crash generation; with pixels, both kinds' counts must fit exactly.
             if has_media:
                 image_embeds, video_embeds = self.get_media_features(pixel_values, pixel_values_videos)
-            inputs_embeds = self._scatter_media(input_ids, inputs_embeds, image_embeds, "image")
-            inputs_embeds = self._scatter_media(input_ids, inputs_embeds, video_embeds, "video")
+                inputs_embeds = self._scatter_media(input_ids, inputs_embeds, image_embeds, "image")
+                inputs_embeds = self._scatter_media(input_ids, inputs_embeds, video_embeds, "video")
         elif has_media:
             raise ValueError("pixel inputs need input_ids to find the <image>/<video> positions; got inputs_embeds")
         if not has_media and self._media_towers_train():
@@ -166,10 +202,40 @@ class FrameLMModel(FrameLMPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
+
+
+def _media_free_labels(model: FrameLMForConditionalGeneration, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: `<image>`/`<video>` targets in `labels` (and `shift_labels`) become -100.
+
+    TRL's default VLM collator (like LLaMA-Factory's or a hand-written one) copies input_ids into labels,
+    placeholders included; trained to predict them, a model learns to emit `<image>`. A hook rather than code in
+    `forward`, because trainers replace `forward` on the instance (TRL's fused LM head computes the loss itself from
+    `labels`) and every call still goes through `__call__`, PEFT's and DDP's included. A batch with labels and
+    placeholders but no pixels is a collator that lost its media: that fails loudly instead of training on text.
+    """
+    if kwargs.get("labels") is None and kwargs.get("shift_labels") is None:
+        return args, kwargs
+    named = dict(zip(("input_ids", "pixel_values", "pixel_values_videos"), args, strict=False)) | kwargs
+    media_ids = [i for i in (model.config.image_token_id, model.config.video_token_id) if i is not None]
+
+    def is_media(ids: torch.Tensor) -> torch.Tensor:
+        return torch.isin(ids, torch.tensor(media_ids, device=ids.device))
+
+    input_ids = named.get("input_ids")
+    pixels_given = named.get("pixel_values") is not None or named.get("pixel_values_videos") is not None
+    if not pixels_given and input_ids is not None and is_media(input_ids).any():
+        raise ValueError(
+            "this batch has labels and <image>/<video> tokens but neither pixel_values nor pixel_values_videos: "
+            "the collator dropped the media; build batches with FrameLMProcessor(text=..., images=..., videos=...)"
+        )
+    for key in ("labels", "shift_labels"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = kwargs[key].masked_fill(is_media(kwargs[key]), -100)
+    return args, kwargs
 
 
 class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
@@ -182,6 +248,7 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         self.model = FrameLMModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+        self.register_forward_pre_hook(_media_free_labels, with_kwargs=True)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
@@ -202,7 +269,7 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         pixel_values_videos: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -210,7 +277,8 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`pixel_values` (N_img, C, H, W) and `pixel_values_videos` (N_vid, F, C, H, W) hold every image and video
-        of the batch in order of appearance; `labels` use -100 for positions without loss."""
+        of the batch in order of appearance; `labels` use -100 for positions without loss (`<image>`/`<video>`
+        targets are set to -100 before this runs, see `_media_free_labels`)."""
         kwargs.pop("return_dict", None)  # always a ModelOutput: GenerationMixin and Trainer read fields by name
         outputs = self.model(
             input_ids=input_ids,
@@ -218,7 +286,7 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
             pixel_values_videos=pixel_values_videos,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -234,18 +302,10 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-
-    def prepare_inputs_for_generation(self, *args, **kwargs) -> dict:
-        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-        cache = model_inputs.get("past_key_values")
-        if cache is not None and cache.get_seq_length() > 0:  # decoding: the media already live in the KV cache
-            model_inputs.pop("pixel_values", None)
-            model_inputs.pop("pixel_values_videos", None)
-        return model_inputs
 
     @classmethod
     def from_components(

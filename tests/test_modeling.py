@@ -136,10 +136,18 @@ def test_placeholder_count_mismatch_names_the_counts_and_the_fix():
     input_ids = torch.stack([sequence(5, [IMAGE] * 16, 6), sequence(5, [IMAGE] * 15, 6, 7)])
     with pytest.raises(ValueError, match=r"<image> tokens per sample \[16, 15\] do not fit 2 image\(s\) of 16 tokens"):
         model(input_ids=input_ids, pixel_values=torch.randn(2, 3, 32, 32))
-    with pytest.raises(
-        ValueError, match=r"<video> tokens per sample \[32\] do not fit 0 video\(s\).*FrameLMProcessor"
-    ):
-        model(input_ids=sequence(5, [VIDEO] * 32).unsqueeze(0))
+    # with pixels given, every kind is checked: a stray <video> without a video is an error too
+    with pytest.raises(ValueError, match=r"<video> tokens per sample \[1\] do not fit 0 video\(s\).*FrameLMProcessor"):
+        model(input_ids=sequence(5, [IMAGE] * 16, VIDEO).unsqueeze(0), pixel_values=torch.randn(1, 3, 32, 32))
+
+
+def test_without_pixels_media_ids_are_ordinary_tokens():
+    model = make_model()
+    input_ids = sequence(5, IMAGE, 6, VIDEO).unsqueeze(0)  # e.g. a decoding step that sampled a placeholder
+    seen = capture_lm_inputs(model)
+    with torch.no_grad():
+        model(input_ids=input_ids)
+    torch.testing.assert_close(seen[0], model.get_input_embeddings()(input_ids))
 
 
 def test_greedy_generation_with_cache_equals_without_and_sees_pixels_once():
@@ -191,8 +199,26 @@ def test_bfloat16_forward_matches_float32():
     torch.testing.assert_close(half.float(), full, atol=0.1, rtol=0.05)
 
 
-def test_no_split_modules_cover_tower_and_lm_layers():
-    assert {"SiglipEncoderLayer", "LlamaDecoderLayer"} <= set(make_model()._no_split_modules)
+@pytest.mark.parametrize(
+    ("tower", "expected"),
+    [
+        ("siglip", {"SiglipEncoderLayer", "SiglipVisionEmbeddings"}),
+        ("clip", {"CLIPEncoderLayer", "CLIPVisionEmbeddings"}),
+        ("siglip2", {"Siglip2EncoderLayer", "Siglip2VisionEmbeddings"}),
+    ],
+)
+def test_no_split_modules_name_only_classes_the_model_contains(tower, expected):
+    """The towers' class lists name text embeddings and pooling heads that a FrameLM never holds; accelerate's
+    FSDP auto-wrap raises on any such name ("Could not find the transformer layer class ...")."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    model = make_model(tower)
+    assert set(model._no_split_modules) == expected | {"LlamaDecoderLayer"}
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, model)  # the check that failed with a SigLIP tower
+    wrapped = {type(module).__name__ for module in model.modules() if policy(module)}
+    assert wrapped == expected | {"LlamaDecoderLayer"}
 
 
 def test_from_components_loads_both_halves_from_local_folders(tmp_path):

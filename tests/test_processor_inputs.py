@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support.fresh_process import run_without_framelm
 from support.media_server import serve_media
+from support.processes import run_without_framelm
 from support.token_runs import runs
 from transformers import AutoProcessor
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from support.fresh_process import run_without_framelm
+from support.processes import run_without_framelm
 
 EXPECTED_FILES = {
     "config.json",

@@ -76,14 +76,18 @@ def build_from_components(vision: str, language: str, **config_kwargs) -> tuple[
 
 
 def set_generation_defaults(model: PreTrainedModel, tokenizer) -> None:
-    """Generation stops at the end of an assistant turn and pads with the tokenizer's pad token."""
+    """Generation stops at the end of an assistant turn, pads with the tokenizer's pad token, and never samples
+    `<image>`/`<video>`: a placeholder without pixels means nothing (the model embeds it as plain text)."""
+    generation = model.generation_config
     end_of_turn = tokenizer.convert_tokens_to_ids(IM_END)
-    eos = model.generation_config.eos_token_id
+    eos = generation.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    model.generation_config.eos_token_id = [end_of_turn] + [e for e in eos if e != end_of_turn]
-    model.generation_config.pad_token_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn
-    )
+    generation.eos_token_id = [end_of_turn] + [e for e in eos if e != end_of_turn]
+    generation.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn
+    # `suppress_tokens` sets their logits to -inf before temperature/top-k/top-p, so greedy, sampling and beam
+    # search all skip them; the LM's own suppressed tokens stay suppressed.
+    media = [model.config.image_token_id, model.config.video_token_id]
+    generation.suppress_tokens = sorted(set(generation.suppress_tokens or []) | set(media))
 
 
 def save_framelm(model: PreTrainedModel, processor: FrameLMProcessor, out_dir: str | Path) -> Path:
