@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from framelm.training.eval.judge.backends import ChatJudge
+from framelm.training.eval.judge.backends import ChatJudge, JudgeUnavailableError
 from framelm.training.eval.judge.inputs import JudgeInputError, Task
 from framelm.training.eval.judge.protocol import Review, review, summarize
 
@@ -44,15 +44,50 @@ def fresh_reviews(tasks: list[Task], reviews: dict) -> list[Review]:
 
 
 def run_reviews(
-    tasks: list[Task], pending: list[Task], judge: ChatJudge, reviews: dict, args: argparse.Namespace
+    tasks: list[Task],
+    pending: list[Task],
+    judge: ChatJudge,
+    reviews: dict,
+    *,
+    output: Path,
+    attempts: int,
+    save_every: int,
+    parallel: int = 1,
 ) -> None:
-    """Review `pending` into `reviews`, saving every `args.save_every` reviews and on the way out, error or not."""
+    """Review `pending` into `reviews`, `parallel` at a time, saving every `save_every` reviews and on the way out.
+
+    Reviews are stored in task order whatever order they finish in, so the review file does not depend on timing.
+    When one fails (`JudgeUnavailableError`), no new review starts; those already running finish and are saved,
+    then the error is raised.
+    """
     from tqdm import tqdm
 
-    try:
-        for done, task in enumerate(tqdm(pending, desc=f"judge {judge.name}", unit="review"), 1):
-            reviews[task.key] = review(task, judge, args.attempts)
-            if done % args.save_every == 0:
-                write_output(args.output, list(reviews.values()), summarize(fresh_reviews(tasks, reviews)))
-    finally:
-        write_output(args.output, list(reviews.values()), summarize(fresh_reviews(tasks, reviews)))
+    def save() -> None:
+        write_output(output, list(reviews.values()), summarize(fresh_reviews(tasks, reviews)))
+
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="judge") as pool:
+        futures = [pool.submit(review, task, judge, attempts) for task in pending]
+        try:
+            with tqdm(total=len(pending), desc=f"judge {judge.name}", unit="review") as bar:
+                for task, future in zip(pending, futures, strict=True):
+                    try:
+                        reviews[task.key] = future.result()
+                    except CancelledError:
+                        continue
+                    except JudgeUnavailableError as error:
+                        failure = failure or error
+                        for later in futures:
+                            later.cancel()
+                        continue
+                    bar.update()
+                    if bar.n % save_every == 0:
+                        save()
+        except BaseException:  # Ctrl-C: start nothing new, keep what is done
+            for later in futures:
+                later.cancel()
+            raise
+        finally:
+            save()
+    if failure is not None:
+        raise failure
