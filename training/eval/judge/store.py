@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from framelm.training.atomic_write import write_text_atomically
 from framelm.training.eval.judge.backends import ChatJudge, JudgeUnavailableError
 from framelm.training.eval.judge.inputs import JudgeInputError, Task
 from framelm.training.eval.judge.protocol import Review, review, summarize
@@ -28,13 +28,9 @@ def load_reviews(path: Path) -> dict[tuple[str, str, str, str], Review]:
 
 def write_output(path: Path, reviews: list[Review], summary: list[dict]) -> None:
     """Write the review json through a temporary file and a rename: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # same folder: os.replace is atomic only within one file system
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"summary": summary, "reviews": [asdict(item) for item in reviews]}, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomically(
+        path, json.dumps({"summary": summary, "reviews": [asdict(item) for item in reviews]}, indent=1)
+    )
 
 
 def fresh_reviews(tasks: list[Task], reviews: dict) -> list[Review]:
