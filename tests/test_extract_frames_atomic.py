@@ -3,7 +3,8 @@
 "Usable" is what the next run and `framelm data validate` trust: a `<folder>.json` marker. The invariant checked
 after every kill: a marker exists only beside the complete folder it describes, and the folder itself is always a
 complete extraction (the old one or the new one), never a cut one. The kill points are every file-system step of one
-extraction (the child kills itself just before step k, for every k), then SIGKILLs at random times from outside.
+extraction (`support.kill_points`: the child kills itself just before step k, for every k), then SIGKILLs at random
+times from outside.
 """
 
 from __future__ import annotations
@@ -20,36 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.kill_points import run_killed_at
 
 from framelm.training.data.extract_frames import extract_frames, extract_video, interval_seconds, marker_path
 
 OLD, NEW = 1.0, 0.5  # seconds between frames of the extraction being replaced, and of the one replacing it
-
-# Runs extract_video in a child that SIGKILLs itself just before its k-th file-system step (argv[4]); prints the
-# number of steps when it is not killed.
-SELF_KILLING_CHILD = """
-import os, signal, sys
-from PIL import Image
-from framelm.training.data.extract_frames import extract_video
-
-video, folder, interval, kill_at = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-steps = 0
-
-def counted(function):
-    def step(*args, **kwargs):
-        global steps
-        if steps == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        steps += 1
-        return function(*args, **kwargs)
-    return step
-
-for name in ("mkdir", "rename", "replace", "remove", "unlink", "rmdir"):
-    setattr(os, name, counted(getattr(os, name)))
-Image.Image.save = counted(Image.Image.save)
-extract_video(video, folder, interval)
-print(f"steps={steps}")
-"""
 
 
 def snapshot(folder: Path) -> tuple[dict | None, dict[str, str] | None]:
@@ -129,11 +105,10 @@ def test_killed_before_any_step_of_an_extraction_the_rerun_is_right(tmp_path, re
         if had_old:
             shutil.copytree(pristine, work)
         folder = work / "clip"
-        result = run_child([sys.executable, "-c", SELF_KILLING_CHILD, str(video), str(folder), str(NEW), str(kill_at)])
-        if result.returncode == 0:
-            steps = int(result.stdout.split("steps=")[1])  # not killed: kill_at went past the last step
-        else:
-            assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+        code = "from framelm.training.data.extract_frames import extract_video\n"
+        code += f"extract_video({str(video)!r}, {str(folder)!r}, {NEW})"
+        run = run_killed_at(code, kill_at)
+        steps = run.steps if not run.killed else steps  # not killed: kill_at went past the last step
         check_after_kill(folder, references, had_old)
         rerun_and_check(video, folder, references)
         kill_at += 1
