@@ -258,7 +258,7 @@ def main(argv: list[str]) -> int:
                 backoff=args.http_backoff,
                 device=args.device,
             )
-        except ValueError as error:  # an API key no HTTP header can carry
+        except ValueError as error:  # an API key no HTTP header can carry, a local judge without a chat template
             print(f"framelm judge: error: {error}", file=sys.stderr)
             return 2
         try:
