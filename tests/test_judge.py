@@ -550,3 +550,10 @@ def test_http_judge_against_transformers_serve(transformers_server, tiny_lm_dir,
     assert "5 reviews (5 new, 0 cached), 5 unparseable" in captured.out
     assert any(review["reply"] for review in json.loads(output.read_text())["reviews"])  # the model did answer
     assert API_KEY not in captured.out + captured.err + output.read_text()
+
+
+def test_without_a_key_no_authorization_is_sent_not_even_openai_api_key(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-decoy-for-another-server")  # the openai client's own default
+    server.handle = lambda request: (200, server.completion("8 7"), 0.0)
+    assert OpenAIChatJudge(server.url, "j", None).chat([{"role": "user", "content": "hi"}]) == "8 7"
+    assert "Authorization" not in server.requests[0]["headers"]

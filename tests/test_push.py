@@ -191,3 +191,13 @@ def test_push_refuses_a_folder_without_its_model_card(hub, exported, tmp_path):
     with pytest.raises(PushError, match=r"is missing \['config.json'\]: push a folder written by `framelm export"):
         push(folder, "me/m", endpoint=hub.url, token="hf_test")
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--deadline"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_push_timeouts_must_be_positive_seconds(exported, capsys, option, value):
+    from framelm.training.hub.push import main
+
+    with pytest.raises(SystemExit):
+        main([str(exported), "--repo-id", "me/m", option, value])
+    assert "--timeout and --deadline must be positive numbers of seconds" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import threading
 from pathlib import Path
@@ -140,13 +141,15 @@ def push(
     worker = threading.Thread(target=upload, name="framelm-push", daemon=True)
     worker.start()
     worker.join(deadline)
-    session.timeout = previous_timeout
     if worker.is_alive():
-        close_session()  # drop the connections the worker waits on; it ends on its own, as a daemon
+        # The worker keeps the old client, still bounded by `timeout`, and ends on its own (a daemon); the next
+        # huggingface_hub call gets a fresh client.
+        close_session()
         raise PushError(
             f"{api.endpoint} did not finish the push within --deadline {deadline:g} s; check the network and "
             "HF_ENDPOINT, or raise --deadline (rerun to resume: files already uploaded are not sent again)"
         )
+    session.timeout = previous_timeout
     if "error" in outcome:
         http = importlib.import_module(type(session).__module__.split(".")[0])  # httpx or httpx2: the session's
         raise PushError(_explain(outcome["error"], api.endpoint, timeout, http)) from None
@@ -172,7 +175,10 @@ def _explain(error: BaseException, endpoint: str, timeout: float, http) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not all(0 < value < math.inf for value in (args.timeout, args.deadline)):
+        parser.error("--timeout and --deadline must be positive numbers of seconds")
     try:
         info = push(
             args.folder,
