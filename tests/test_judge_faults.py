@@ -19,7 +19,7 @@ from support.judge_bench import API_KEY, KEY_ENV, judge_args, prepare_bench, que
 
 from framelm.training.eval.judge.backends import JudgeUnavailableError
 from framelm.training.eval.judge.cli import main as judge_main
-from framelm.training.eval.judge.http_judge import OpenAIChatJudge, retry_after_seconds
+from framelm.training.eval.judge.http_judge import SNIPPET, OpenAIChatJudge, retry_after_seconds
 
 QUESTION_1 = [{"role": "system", "content": "s"}, {"role": "user", "content": "[Assistant 2]\ncandidate answer 1"}]
 STALL_LIMIT = 30.0  # seconds a stalling handler waits at most: the server stops by itself even if a client hangs on
@@ -237,3 +237,21 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after_seconds("nan") is None and retry_after_seconds("inf") is None
     later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 27 <= retry_after_seconds(later) <= 30
+
+
+def test_a_key_across_the_cut_of_a_quoted_reply_is_redacted_before_the_cut(faulty):
+    server = faulty({})
+
+    def padded_echo(handler, kind):  # the key starts 10 characters before the quoted snippet ends
+        body = ("x" * (SNIPPET - 10) + handler.headers["Authorization"].removeprefix("Bearer ")).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server.answer = padded_echo
+    judge = OpenAIChatJudge(server.url, "j", API_KEY, retries=0)
+    with pytest.raises(JudgeUnavailableError) as raised:
+        judge.chat(QUESTION_1)
+    assert API_KEY[:10] not in str(raised.value) and "x***" in str(raised.value)
