@@ -1,15 +1,18 @@
-"""`framelm export` writes a complete, loadable Hub folder with a valid card; `framelm push` sends exactly it."""
+"""`framelm export` writes a complete, loadable Hub folder with a valid card, publishes no local path, and is atomic:
+killed at any step, it leaves no folder that looks complete and the rerun succeeds."""
 
 import json
+import random
+import shutil
 import subprocess
 import sys
 
 import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from support.kill_points import run_killed_at
 
 from framelm.training.cli import main as cli
-from framelm.training.hub.push import build_parser, push
 from framelm.training.run_record import RUN_RECORD
 
 JUDGE_OUTPUT = {
@@ -38,7 +41,7 @@ def trained_dir(tiny_model_dir, tmp_path):
 
 def test_export_writes_sharded_weights_code_processor_and_a_valid_card(trained_dir, tmp_path):
     out = tmp_path / "hub"
-    args = [str(trained_dir), str(out), "--repo-id", "me/tiny-framelm", "--max-shard-size", "200KB",
+    args = [str(trained_dir), "--out", str(out), "--repo-id", "me/tiny-framelm", "--max-shard-size", "200KB",
             "--eval-results", str(tmp_path / "review.json")]  # fmt: skip
     assert cli(["export", *args]) == 0
     files = {p.name for p in out.iterdir()}
@@ -67,7 +70,7 @@ def test_export_writes_sharded_weights_code_processor_and_a_valid_card(trained_d
 
 def test_exported_folder_loads_where_framelm_is_not_installed(tiny_model_dir, tmp_path):
     out = tmp_path / "hub"
-    assert cli(["export", str(tiny_model_dir), str(out)]) == 0
+    assert cli(["export", str(tiny_model_dir), "--out", str(out)]) == 0
     child = (
         "import sys; sys.modules['framelm'] = None\n"
         "from transformers import AutoModel, AutoProcessor\n"
@@ -81,51 +84,91 @@ def test_exported_folder_loads_where_framelm_is_not_installed(tiny_model_dir, tm
     assert "No training record was found" in (out / "README.md").read_text()  # honest about an untrained projector
 
 
-def test_export_refuses_an_ambiguous_judge_file_and_a_non_empty_target(trained_dir, tmp_path):
+def test_export_refuses_an_ambiguous_judge_file_and_a_non_empty_target(trained_dir, tmp_path, capsys):
     two = json.loads(json.dumps(JUDGE_OUTPUT))
     two["summary"].append(dict(two["summary"][0], candidate_model="other"))
     (tmp_path / "two.json").write_text(json.dumps(two))
-    with pytest.raises(ValueError, match=r"compares several models \['other', 'tiny'\]: say which one .* --candidate"):
-        cli(["export", str(trained_dir), str(tmp_path / "a"), "--eval-results", str(tmp_path / "two.json")])
+    judged = ["--eval-results", str(tmp_path / "two.json")]
+    assert cli(["export", str(trained_dir), "--out", str(tmp_path / "a"), *judged]) == 2
+    assert (
+        "compares several models ['other', 'tiny']: say which one this is with --candidate" in capsys.readouterr().err
+    )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    with pytest.raises(ValueError, match="exists and is not empty"):
-        cli(["export", str(trained_dir), str(tmp_path / "full")])
+    assert cli(["export", str(trained_dir), "--out", str(tmp_path / "full")]) == 2
+    assert "full exists and is not an empty folder: export into a new folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "review.json", "run", "two.json"]  # no "a"
 
 
-class RecordingHub:
-    """Stands in for `HfApi`: records the calls `push` makes instead of sending them."""
-
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def create_branch(self, repo_id, **kwargs):
-        self.calls.append(("create_branch", repo_id, kwargs))
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        self.calls.append(("create_commit", repo_id, kwargs))
-        self.operations = operations
-        return "commit"
-
-
-def test_push_sends_every_exported_file_in_one_commit(trained_dir, tmp_path):
+@pytest.mark.parametrize("relative", [None, float("nan")], ids=["null", "nan"])
+def test_an_all_unparseable_judge_file_is_an_error_before_anything_is_written(trained_dir, tmp_path, capsys, relative):
+    unparseable = {"reference_model": "gpt4", "candidate_model": "tiny", "reference": None, "candidate": None,
+                   "relative": relative, "scored": 0, "unparseable": 5}  # fmt: skip
+    judged = {"summary": [dict(unparseable, category="all"), dict(unparseable, category="llava_bench_conv")]}
+    (tmp_path / "bad.json").write_text(json.dumps(judged))
     out = tmp_path / "hub"
-    cli(["export", str(trained_dir), str(out)])
-    hub = RecordingHub()
-    args = build_parser().parse_args([str(out), "--repo-id", "me/m", "--private", "--revision", "v2"])
-    assert push(args, api=hub) == "commit"
-    assert hub.calls[0] == ("create_repo", "me/m", {"repo_type": "model", "private": True, "exist_ok": True})
-    assert hub.calls[1] == ("create_branch", "me/m", {"branch": "v2", "repo_type": "model", "exist_ok": True})
-    assert hub.calls[2][2] | {} == {"repo_type": "model", "commit_message": "Upload FrameLM with framelm push",
-                                    "revision": "v2", "create_pr": False}  # fmt: skip
-    sent = sorted(op.path_in_repo for op in hub.operations)
-    assert sent == sorted(p.name for p in out.iterdir())
+    assert cli(["export", str(trained_dir), "--out", str(out), "--eval-results", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: no scored review for 'tiny' (5 unparseable)" in err and "--retry-unparseable" in err
+    assert not out.exists() and not list(tmp_path.glob(".hub*"))  # nothing written, no partial folder
+    assert cli(["export", str(trained_dir), "--out", str(out)]) == 0  # and nothing in the way of the next export
 
 
-def test_push_refuses_a_folder_that_was_not_exported(tmp_path):
-    args = build_parser().parse_args([str(tmp_path), "--repo-id", "me/m"])
-    with pytest.raises(ValueError, match=r"missing \['config.json', .*push a folder written by `framelm export`"):
-        push(args, api=RecordingHub())
+def test_no_local_path_reaches_the_exported_folder(tmp_path, capsys):
+    """A model assembled from local tower folders and trained on a local data file: only base names are published."""
+    from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+
+    from framelm.training.tiny import train_tiny_tokenizer
+
+    local = tmp_path / "local"
+    clip_vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                   "image_size": 32, "patch_size": 8}  # fmt: skip
+    clip_text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    CLIPModel(CLIPConfig(vision_config=clip_vision, text_config=clip_text, projection_dim=16)).save_pretrained(
+        local / "clip-tower"
+    )
+    tokenizer = train_tiny_tokenizer()
+    LlamaForCausalLM(
+        LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=len(tokenizer))
+    ).save_pretrained(local / "my-lm")  # fmt: skip
+    tokenizer.save_pretrained(local / "my-lm")
+    model_dir = tmp_path / "run"
+    assert cli(["init", "--vision", str(local / "clip-tower"), "--language", str(local / "my-lm"),
+                "--out", str(model_dir)]) == 0  # fmt: skip
+    dataset = local / "data" / "train.jsonl"
+    (model_dir / RUN_RECORD).write_text(json.dumps(RUN | {"datasets": [str(dataset), "me/hub-data"]}))
+    out = tmp_path / "hub"
+    capsys.readouterr()
+    assert cli(["export", str(model_dir), "--out", str(out)]) == 0
+
+    for file in out.iterdir():  # every file, weights included, as bytes
+        assert str(tmp_path).encode() not in file.read_bytes(), f"{file.name} holds a local path"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.datasets == ["me/hub-data"] and card.data.base_model is None  # Hub ids only
+    assert "Data: `train.jsonl` (local data), `me/hub-data`" in card.text
+    assert "the my-lm causal LM" in card.text
+    assert json.loads((out / RUN_RECORD).read_text())["datasets"] == ["train.jsonl", "me/hub-data"]
+    assert json.loads((out / "config.json").read_text())["text_config"]["_name_or_path"] == "my-lm"
+    printed = capsys.readouterr().out
+    assert f"local path {dataset} is published as 'train.jsonl' only" in printed
+    assert f"local path {local / 'my-lm'} is published as 'my-lm' only" in printed
+
+
+@pytest.mark.slow
+def test_export_killed_at_random_steps_leaves_nothing_that_looks_complete_and_the_rerun_works(trained_dir, tmp_path):
+    out = tmp_path / "hub"
+    code = f"from framelm.training.hub.export import export\nexport({str(trained_dir)!r}, {str(out)!r})"
+    steps = run_killed_at(code, kill_at=10**9).steps  # not killed: how many file-system steps an export takes
+    expected = {p.name: p.read_bytes() for p in out.iterdir()}  # export is deterministic, bytes and all
+    shutil.rmtree(out)
+    for seed in range(3):
+        kill_at = random.Random(seed).randrange(steps)
+        assert run_killed_at(code, kill_at).killed
+        if out.exists():  # the folder appears whole (the last rename) or not at all
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == expected, f"killed at step {kill_at}"
+            shutil.rmtree(out)
+        assert cli(["export", str(trained_dir), "--out", str(out)]) == 0, f"rerun after a kill at step {kill_at}"
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == expected
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # leftovers cleaned by the rerun
+        shutil.rmtree(out)

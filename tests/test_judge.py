@@ -21,17 +21,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support.judge_bench import (
+    API_KEY,
+    QUESTIONS,
+    candidate_answer,
+    judge_args,
+    prepare_bench,
+    question_of,
+    reference_answer,
+    table_rows,
+)
 
-from framelm.training.eval.judge.backends import JudgeUnavailableError, OpenAIChatJudge, chat_completions_url
+from framelm.training.eval.judge.backends import JudgeUnavailableError
 from framelm.training.eval.judge.cli import main as judge_main
+from framelm.training.eval.judge.http_judge import OpenAIChatJudge, base_url
 from framelm.training.eval.judge.protocol import RETRY_PROMPT, parse_scores, summarize
 
-API_KEY = "sk-test-3f9c1a7e-must-never-be-logged"
-KEY_ENV = "FRAMELM_TEST_JUDGE_KEY"
-
-# (question_id, category, image): two conv, one detail, two complex, over two images.
-QUESTIONS = [(1, "conv", "a.jpg"), (2, "conv", "b.jpg"), (3, "detail", "a.jpg"), (4, "complex", "b.jpg")]
-QUESTIONS.append((5, "complex", "a.jpg"))
 # What the scripted judge replies to each question's candidate answer; a list is one reply per attempt.
 REPLIES = {
     1: "8 6\nAssistant 1 names the colour, Assistant 2 hedges.",
@@ -40,65 +45,6 @@ REPLIES = {
     4: ["Both answers are fine."] * 3,  # never parseable: counted, not scored
     5: ["Assistant 1: 6/10, Assistant 2: 3/10", "6 3\nAssistant 2 misreads the clock."],  # parses on the retry
 }
-
-
-def reference_answer(question_id: int) -> str:
-    return f"reference answer {question_id}"
-
-
-def candidate_answer(question_id: int) -> str:
-    return f"candidate answer {question_id}"
-
-
-def write_bench(folder: Path) -> dict[str, Path]:
-    """A five-question llava-bench: reference answers in llava-bench format, candidates in NeMo format, reversed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / name for name in ("questions.jsonl", "context.jsonl", "rule.json", "ref.jsonl")}
-    paths["cand.jsonl"] = folder / "cand.jsonl"
-    lines = [{"question_id": q, "text": f"question {q}?", "category": c, "image": i} for q, c, i in QUESTIONS]
-    paths["questions.jsonl"].write_text("".join(json.dumps(line) + "\n" for line in lines))
-    contexts = [{"id": "a", "image": "a.jpg", "caption": ["a red kettle", "a window"]}]
-    contexts.append({"id": "b", "image": "b.jpg", "caption": "a cyclist at 8:58"})
-    paths["context.jsonl"].write_text("".join(json.dumps(line) + "\n" for line in contexts))
-    rules = {f"llava_bench_{c}": {"role": "Assistant", "prompt": f"Rate the {c} answers."} for c in ("conv", "detail")}
-    rules["llava_bench_complex"] = {"role": "Assistant", "prompt": "Rate the reasoning."}
-    paths["rule.json"].write_text(json.dumps(rules))
-    reference = [
-        {"question_id": q, "text": reference_answer(q), "answer_id": f"r{q}", "model_id": "gpt"} for q, *_ in QUESTIONS
-    ]
-    paths["ref.jsonl"].write_text("".join(json.dumps(line) + "\n" for line in reference))
-    # response ids as strings and in reverse order: matching is by id, as text, never by line
-    candidate = [{"response_id": str(q), "response": candidate_answer(q)} for q, *_ in reversed(QUESTIONS)]
-    paths["cand.jsonl"].write_text("".join(json.dumps(line) + "\n" for line in candidate))
-    return paths
-
-
-def judge_args(paths: dict[str, Path], output: Path, *extra: str) -> list[str]:
-    return [
-        "--question-file", str(paths["questions.jsonl"]),
-        "--context-file", str(paths["context.jsonl"]),
-        "--rule-file", str(paths["rule.json"]),
-        "--responses-list", str(paths["ref.jsonl"]), str(paths["cand.jsonl"]),
-        "--model-name-list", "gpt", "ours",
-        "--output", str(output),
-        "--api-key-env", KEY_ENV,
-        "--http-backoff", "0",
-        *extra,
-    ]  # fmt: skip
-
-
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """category -> [reference, candidate, relative, scored, unparseable] as printed."""
-    rows = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 6 and (parts[0] == "all" or parts[0].startswith("llava_bench_")):
-            rows[parts[0]] = parts[1:]
-    return rows
-
-
-def question_of(prompt: str) -> int:
-    return int(re.search(r"\[Assistant 2\]\ncandidate answer (\d+)", prompt).group(1))
 
 
 class ScriptedServer:
@@ -117,13 +63,16 @@ class ScriptedServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                request = {"path": self.path, "headers": dict(self.headers), "body": body}
+                headers = {name.title(): value for name, value in self.headers.items()}  # httpx sends lower case
+                request = {"path": self.path, "headers": headers, "body": body}
                 outer.requests.append(request)
                 status, payload, delay = outer.handle(request)
                 time.sleep(delay)
                 data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
                 try:
                     self.send_response(status)
+                    if not isinstance(payload, str):
+                        self.send_header("Content-Type", "application/json")
                     if 300 <= status < 400:
                         self.send_header("Location", "http://127.0.0.1:9/elsewhere")
                     self.send_header("Content-Length", str(len(data)))
@@ -171,10 +120,7 @@ def server():
 
 @pytest.fixture
 def bench(tmp_path, monkeypatch) -> dict[str, Path]:
-    monkeypatch.setenv(KEY_ENV, API_KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # only ever talk to the loopback servers the tests start
-    monkeypatch.delenv("FRAMELM_JUDGE_URL", raising=False)
-    return write_bench(tmp_path / "bench")
+    return prepare_bench(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -274,8 +220,9 @@ def test_retry_quotes_the_unreadable_reply_and_restates_the_format(server, bench
     judge_main(judge_args(bench, tmp_path / "r.json", "--judge-url", server.url, "--judge-name", "j"))
     retries = [request["body"]["messages"] for request in server.requests if len(request["body"]["messages"]) == 4]
     assert len(retries) == 3  # q4: attempts 2 and 3; q5: attempt 2
-    assert retries[-1][2] == {"role": "assistant", "content": "Assistant 1: 6/10, Assistant 2: 3/10"}
-    assert retries[-1][3] == {"role": "user", "content": RETRY_PROMPT.format(role="Assistant")}
+    q5 = next(messages for messages in retries if question_of(messages[1]["content"]) == 5)
+    assert q5[2] == {"role": "assistant", "content": "Assistant 1: 6/10, Assistant 2: 3/10"}
+    assert q5[3] == {"role": "user", "content": RETRY_PROMPT.format(role="Assistant")}
 
 
 def test_rerun_reuses_cached_reviews_and_redoes_only_stale_or_requested_ones(server, bench, tmp_path, capsys):
@@ -309,7 +256,7 @@ def test_interrupted_run_saves_its_reviews_and_the_rerun_resumes(server, bench, 
         (500, {"error": "overloaded"}, 0.0) if len(server.requests) > 2 else healthy(request)
     )
     args = judge_args(bench, output, "--judge-url", server.url, "--judge-name", "j", "--http-retries", "1")
-    assert judge_main([*args, "--save-every", "100"]) == 1
+    assert judge_main([*args, "--save-every", "100", "--parallel", "1"]) == 1  # one at a time: q3 is the first 500
     assert "failed 2 times" in capsys.readouterr().err
     assert [review["question_id"] for review in json.loads(output.read_text())["reviews"]] == [1, 2]
 
@@ -345,7 +292,7 @@ def test_http_judge_retries_server_errors_and_timeouts_with_backoff(server, capl
     assert [record.getMessage().split(": ", 1)[1] for record in caplog.records] == [
         "HTTP 500 boom; retry 1 of 3 in 0.0 s",
         "HTTP 503 busy; retry 2 of 3 in 0.0 s",
-        "timed out; retry 3 of 3 in 0.0 s",
+        "no complete reply within 0.3 s; retry 3 of 3 in 0.0 s",
     ]
 
 
@@ -364,7 +311,6 @@ def test_http_judge_gives_up_after_its_retries(server):
         (404, "not found", r"HTTP 404: not found; check --judge-url"),
         (400, "Server is pinned to 'x'", r"HTTP 400: Server is pinned to 'x'; check --judge-name"),
         (302, "", r"HTTP 302 to http://127.0.0.1:9/elsewhere: .*pass the final URL"),
-        (200, "<html>hello</html>", r"did not answer like an OpenAI chat completion .*<html>hello</html>"),
     ],
 )
 def test_http_judge_stops_at_once_on_answers_retrying_cannot_fix(server, status, payload, message):
@@ -397,9 +343,18 @@ def test_api_key_is_sent_but_never_logged_or_saved(server, bench, tmp_path, caps
         assert API_KEY not in text
 
 
-def test_chat_completions_url_accepts_a_base_url_or_the_endpoint():
-    assert chat_completions_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1/chat/completions"
-    assert chat_completions_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
+def test_http_judge_retries_a_reply_that_is_no_chat_completion_then_names_the_fix(server):
+    server.handle = lambda request: (200, "<html>hello</html>", 0.0)
+    judge = OpenAIChatJudge(server.url, "j", API_KEY, retries=2, backoff=0.0)
+    message = r"failed 3 times \(last: the reply is not an OpenAI chat completion: '<html>hello</html>'\); check that"
+    with pytest.raises(JudgeUnavailableError, match=message + " --judge-url is a chat-completions endpoint"):
+        judge.chat([{"role": "user", "content": "hi"}])
+    assert len(server.requests) == 3 and judge.failures == {"unreadable reply": 3}
+
+
+def test_judge_url_is_a_base_url_or_the_endpoint():
+    assert base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    assert base_url("http://h/v1/chat/completions") == "http://h/v1"
 
 
 def test_summary_without_scores_reports_none_not_zero():
@@ -443,7 +398,8 @@ def test_the_shipped_example_runs(server, tmp_path, monkeypatch, capsys):
         judge_main([*args, "--judge-url", server.url, "--judge-name", "j", "--output", str(tmp_path / "r.json")]) == 0
     )
     assert table_rows(capsys.readouterr().out)["all"] == ["80.0", "60.0", "75.0", "3", "0"]  # 100 x 6 / 8 = 75.0
-    assert "[Assistant 2]\nIt is red.\n" in server.requests[0]["body"]["messages"][1]["content"]
+    prompts = [request["body"]["messages"][1]["content"] for request in server.requests]
+    assert sum("[Assistant 2]\nIt is red.\n" in prompt for prompt in prompts) == 1
 
 
 def test_a_damaged_review_file_is_reported_not_overwritten(server, bench, tmp_path, capsys):
@@ -460,7 +416,8 @@ def test_judge_options_are_checked(bench, tmp_path, capsys):
         ([], "no judge: pass --judge-url"),
         (["--judge-url", "http://127.0.0.1:1/v1"], "--judge-url needs --judge-name"),
         (["--judge-url", "http://127.0.0.1:1/v1", "--judge-model", "m", "--judge-name", "j"], "not both"),
-        (["--judge-model", "m", "--attempts", "0"], "--attempts and --save-every must be at least 1"),
+        (["--judge-model", "m", "--attempts", "0"], "--attempts, --save-every and --parallel must be at least 1"),
+        (["--judge-model", "m", "--timeout", "nan"], "--timeout must be a positive number of seconds"),
     ]:
         with pytest.raises(SystemExit):
             judge_main([*base, *extra])
@@ -534,7 +491,7 @@ def test_local_transformers_judge_counts_random_replies_as_unparseable(tiny_lm_d
 
 
 def test_local_judge_folds_the_system_turn_for_templates_that_refuse_it(tiny_lm_dir):
-    from framelm.training.eval.judge.backends import TransformersChatJudge
+    from framelm.training.eval.judge.local_judge import TransformersChatJudge
 
     judge = TransformersChatJudge(str(tiny_lm_dir), max_tokens=4, device="cpu")
     judge.tokenizer.chat_template = (  # Mistral-style: no system role
@@ -593,3 +550,10 @@ def test_http_judge_against_transformers_serve(transformers_server, tiny_lm_dir,
     assert "5 reviews (5 new, 0 cached), 5 unparseable" in captured.out
     assert any(review["reply"] for review in json.loads(output.read_text())["reviews"])  # the model did answer
     assert API_KEY not in captured.out + captured.err + output.read_text()
+
+
+def test_without_a_key_no_authorization_is_sent_not_even_openai_api_key(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-decoy-for-another-server")  # the openai client's own default
+    server.handle = lambda request: (200, server.completion("8 7"), 0.0)
+    assert OpenAIChatJudge(server.url, "j", None).chat([{"role": "user", "content": "hi"}]) == "8 7"
+    assert "Authorization" not in server.requests[0]["headers"]

@@ -189,9 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(run=run_convert)
 
+    from framelm.training.data.extract_frames import interval_seconds  # standard library only at import time
+
     frames = commands.add_parser("extract-frames", help="Videos -> folders of JPEG frames plus <video>.json (fps).")
     frames.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FOLDER", help="Video files or folders to search.")
-    frames.add_argument("--interval", type=float, default=0.5, help="Seconds between kept frames (0.5 = 2 fps).")
+    frames.add_argument(
+        "--interval", type=interval_seconds, default=0.5, help="Seconds between kept frames (0.5: 2 fps), 0.001-86400."
+    )
     frames.add_argument("--out", help="Root of the frame folders (default: beside each video).")
     frames.add_argument("--num-proc", type=int, help="Videos decoded in parallel (default: all cores).")
     frames.add_argument("--overwrite", action="store_true", help="Extract again videos that are already done.")

@@ -1,34 +1,44 @@
 """`framelm export`: a complete Hub folder from a trained (or freshly built) FrameLM.
 
-    framelm export runs/my-run hub/my-model --repo-id me/my-model --eval-results review.json
+    framelm export runs/my-run --out hub/my-model --repo-id me/my-model --eval-results review.json
     framelm push hub/my-model --repo-id me/my-model
 
 The folder holds sharded safetensors weights, config.json with `auto_map` and `custom_pipelines`, the remote code,
 the processor with its chat template, generation_config.json, and a README.md model card filled from the run
 (`framelm_run.json`, written by `framelm train`) and from `framelm judge` results (`model-index`).
+
+Nothing local is published: a local dataset path or tower folder appears in the card, the run record and config.json
+by its base name only (and never in the card's `datasets:` / `base_model:`, which name Hub repositories). The folder
+is written beside `--out` and renamed into place at the end, so an interrupted export leaves no folder that looks
+complete, and the next export writes over what it left.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-from importlib import resources
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-LLAVA_BENCH = ("liuhaotian/llava-bench-in-the-wild", "LLaVA-Bench (In-the-Wild)")
+from framelm.training.atomic_write import folder_written_beside
+from framelm.training.hub.card import evaluation_from_judge, is_hub_id, public_name, write_card
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framelm export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("model", help="A saved FrameLM folder (the output_dir of `framelm train`, or `framelm init`).")
-    parser.add_argument("out", help="Folder to write the Hub-ready model into (created; must be empty if it exists).")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="Folder to write the Hub-ready model into (absent or empty)."
+    )
     card = parser.add_argument_group("model card")
     card.add_argument(
         "--repo-id", default=None, help="Hub id used in the card's usage snippets (default: folder name)."
     )
-    card.add_argument("--eval-results", default=None, help="Output json of `framelm judge`: becomes `model-index`.")
+    card.add_argument(
+        "--eval-results", default=None, type=Path, help="Output json of `framelm judge`: becomes `model-index`."
+    )
     card.add_argument(
         "--candidate",
         default=None,
@@ -39,111 +49,106 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         action="append",
         default=None,
-        help="Dataset names/ids for the card (repeatable); default: the datasets of the training run.",
+        help="Dataset names/ids for the card (repeatable); default: the datasets of the training run. Only Hub ids "
+        "go into the card's metadata; a local path is shown by its base name.",
     )
     parser.add_argument("--max-shard-size", default="5GB", help="Largest safetensors shard (default 5GB).")
     return parser  # fmt: skip
 
 
-def evaluation_from_judge(path: str, candidate: str | None) -> dict:
-    """The summary rows of one candidate in a `framelm judge` output json."""
-    judged = json.loads(Path(path).read_text())
-    rows = judged.get("summary", [])
-    candidates = sorted({row["candidate_model"] for row in rows})
-    if not candidates:
-        raise ValueError(f"{path}: no summary rows; is this the output json of `framelm judge`?")
-    if candidate is None and len(candidates) > 1:
-        raise ValueError(f"{path} compares several models {candidates}: say which one this is with --candidate")
-    candidate = candidate or candidates[0]
-    if candidate not in candidates:
-        raise ValueError(f"{path}: no results for --candidate {candidate!r}; it has {candidates}")
-    mine = [row for row in rows if row["candidate_model"] == candidate]
-    judges = sorted({review.get("judge", "") for review in judged.get("reviews", [])} - {""})
-    return {"reference_model": mine[0]["reference_model"], "judge": ", ".join(judges) or "unknown", "rows": mine}
+@dataclass
+class Exported:
+    folder: Path
+    local_names: dict[str, str] = field(default_factory=dict)  # local path -> the base name published instead
 
 
-def card_data(config, model_name: str, license_id: str, datasets: list[str], evaluation: dict | None):
-    from huggingface_hub import EvalResult, ModelCardData
-
-    bases = [c._name_or_path for c in (config.vision_config, config.text_config) if getattr(c, "_name_or_path", "")]
-    eval_results = None
-    if evaluation:
-        eval_results = [
-            EvalResult(
-                task_type="image-text-to-text",
-                dataset_type=LLAVA_BENCH[0],
-                dataset_name=LLAVA_BENCH[1],
-                metric_type="relative_score",
-                metric_name=f"relative score ({row['category']})",
-                metric_value=row["relative"],
-            )
-            for row in evaluation["rows"]
-        ]
-    return ModelCardData(
-        model_name=model_name,
-        license=license_id,
-        library_name="transformers",
-        pipeline_tag="image-text-to-text",
-        base_model=bases or None,
-        datasets=datasets or None,
-        tags=["framelm", "multimodal", "video", "image-text-to-text", "custom_code"],
-        eval_results=eval_results,
-    )
+def _publish_local_names(names: list[str], local_names: dict[str, str]) -> list[str]:
+    """`names` with each local path replaced by its base name (recorded in `local_names`); Hub ids unchanged."""
+    published = []
+    for name in names:
+        if name and not is_hub_id(name):
+            local_names[name] = public_name(name)
+        published.append(public_name(name) if name else name)
+    return published
 
 
-def write_card(model, processor, out: Path, repo_id: str, run: dict | None, evaluation: dict | None, args) -> Path:
-    """Render hub_cards/model_card.md into out/README.md."""
-    from huggingface_hub import ModelCard
-
-    config = model.config
-    datasets = args.dataset or (run or {}).get("datasets", [])
-    data = card_data(config, repo_id.split("/")[-1], args.license, datasets, evaluation)
-    template = resources.files("framelm.hub_cards") / "model_card.md"
-    card = ModelCard.from_template(
-        data,
-        template_path=str(template),
-        repo_id=repo_id,
-        vision_model=getattr(config.vision_config, "_name_or_path", "") or "randomly initialised",
-        language_model=getattr(config.text_config, "_name_or_path", "") or "randomly initialised",
-        vision_type=config.vision_config.model_type,
-        text_type=config.text_config.model_type,
-        projector_type=config.projector_type,
-        image_size=config.vision_image_size,
-        tokens_per_image=config.tokens_per_image,
-        tokens_per_frame=processor.tokens_per_frame,
-        num_frames=processor.num_frames,
-        tokens_per_video=processor.tokens_per_video,
-        parameters=f"{sum(p.numel() for p in model.parameters()):,}",
-        training=run,
-        datasets=datasets,
-        evaluation=evaluation,
-    )
-    card.save(out / "README.md")
-    return out / "README.md"
-
-
-def export(args: argparse.Namespace) -> Path:
+def export(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    repo_id: str | None = None,
+    eval_results: str | Path | None = None,
+    candidate: str | None = None,
+    license_id: str = "apache-2.0",
+    datasets: list[str] | None = None,
+    max_shard_size: str = "5GB",
+) -> Exported:
+    """Write the Hub folder `out` from the FrameLM in `model_dir`, all inputs checked before anything is written."""
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
     from framelm.training.run_record import RUN_RECORD, read_run_record
 
-    source, out = Path(args.model), Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty: export into a new folder")
+    source, out = Path(model_dir), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty folder: export into a new folder")
+    evaluation = evaluation_from_judge(Path(eval_results), candidate) if eval_results else None
     model = FrameLMForConditionalGeneration.from_pretrained(source)
     processor = FrameLMProcessor.from_pretrained(source)
-    evaluation = evaluation_from_judge(args.eval_results, args.candidate) if args.eval_results else None
     run = read_run_record(source)
-    model.save_pretrained(out, max_shard_size=args.max_shard_size)
-    processor.save_pretrained(out)
-    if run is not None:
-        shutil.copy(source / RUN_RECORD, out / RUN_RECORD)
-    write_card(model, processor, out, args.repo_id or out.name, run, evaluation, args)
-    return out
+    result = Exported(folder=out)
+    datasets = datasets or (run or {}).get("datasets", [])
+    with folder_written_beside(out) as partial:
+        write_card(
+            model,
+            processor,
+            partial,
+            repo_id=repo_id or out.name,
+            license_id=license_id,
+            datasets=datasets,
+            run=run,
+            evaluation=evaluation,
+        )
+        for sub_config in (model.config.vision_config, model.config.text_config):
+            # config.json keeps each tower's origin (read by the card above); a local folder goes by its base name
+            sub_config._name_or_path = _publish_local_names([sub_config._name_or_path], result.local_names)[0]
+        model.save_pretrained(partial, max_shard_size=max_shard_size)
+        processor.save_pretrained(partial)
+        if run is not None:
+            published_run = run | {"datasets": _publish_local_names(run.get("datasets", []), result.local_names)}
+            (partial / RUN_RECORD).write_text(json.dumps(published_run, indent=2) + "\n")
+        _publish_local_names(datasets, result.local_names)
+        _check_no_local_paths(partial, [str(source.resolve()), *result.local_names])
+    return result
+
+
+def _check_no_local_paths(folder: Path, local_paths: list[str]) -> None:
+    """The guard behind the mapping above, for a field it does not know: no text file may hold a local path."""
+    absolute = [path for path in local_paths if Path(path).is_absolute()]
+    for file in folder.iterdir():
+        if file.suffix in (".json", ".md", ".jinja", ".py", ".txt"):
+            text = file.read_text(encoding="utf-8", errors="replace")
+            found = [path for path in absolute if path in text]
+            assert not found, f"{file.name} would publish the local path(s) {found}: please report this bug"
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    out = export(args)
+    try:
+        exported = export(
+            args.model,
+            args.out,
+            repo_id=args.repo_id,
+            eval_results=args.eval_results,
+            candidate=args.candidate,
+            license_id=args.license,
+            datasets=args.dataset,
+            max_shard_size=args.max_shard_size,
+        )
+    except (ValueError, OSError) as err:
+        print(f"framelm export: error: {err}", file=sys.stderr)
+        return 2
+    out = exported.folder
     print(f"wrote a Hub-ready FrameLM to {out} ({len(list(out.iterdir()))} files, README.md model card included)")
+    for local, name in exported.local_names.items():
+        print(f"  local path {local} is published as {name!r} only (not a Hub id: left out of the card metadata)")
     return 0

@@ -1,66 +1,198 @@
-"""`framelm push`: upload an exported folder to the Hugging Face Hub in one commit.
+"""`framelm push`: upload an exported folder to the Hugging Face Hub with `HfApi.upload_folder`.
 
-    framelm export runs/my-run hub/my-model --repo-id me/my-model
+    framelm export runs/my-run --out hub/my-model --repo-id me/my-model
     framelm push hub/my-model --repo-id me/my-model --private
     framelm push hub/my-model --repo-id me/my-model --revision v2 --create-pr
 
-The token comes from `hf auth login` or the HF_TOKEN environment variable (huggingface_hub's own rules).
+The token comes from `hf auth login` or the HF_TOKEN environment variable (huggingface_hub's own rules), the Hub from
+HF_ENDPOINT. `upload_folder` uploads large folders in resumable batches when `hf_xet` is installed: after a cut,
+rerun the same command and what is already on the Hub is not sent again.
+
+Only folders written by `framelm export` are pushed: a folder holding pickles (`*.bin`, `*.pt`, `*.pth`, `*.pkl`:
+optimizer, scheduler and RNG states of a training output_dir; loading a pickle runs code) or lacking the model card
+is refused before anything is sent. Every HTTP exchange stalls at most `--timeout` seconds, and the whole push ends
+by `--deadline`, so an endpoint that accepts connections and never answers ends with an error, not a hang.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
+import sys
+import threading
 from pathlib import Path
 
-REQUIRED_FILES = ("config.json", "processor_config.json", "README.md", "modeling_framelm.py")
+REQUIRED_FILES = ("README.md", "config.json", "processor_config.json", "modeling_framelm.py")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+LISTED = 10  # file names quoted in an error before "... and N more"
+
+
+class PushError(RuntimeError):
+    """The push cannot start or did not finish; the message says why and what to do."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framelm push", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("folder", help="A folder written by `framelm export`.")
+    parser.add_argument("folder", type=Path, help="A folder written by `framelm export`.")
     parser.add_argument("--repo-id", required=True, help="Target model repository, e.g. me/my-framelm.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private (if it is new).")
     parser.add_argument("--revision", default=None, help="Branch to commit to (created from main if missing).")
     parser.add_argument("--create-pr", action="store_true", help="Open a pull request instead of committing directly.")
     parser.add_argument("--commit-message", default="Upload FrameLM with framelm push", help="Commit title.")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="Longest wait for any one network read or write (connect, send, answer) before the push fails.",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=6 * 3600.0,
+        metavar="SECONDS",
+        help="Longest time for the whole push (default 6 h); a cut push resumes when run again.",
+    )
     return parser
 
 
-def upload_operations(folder: Path) -> list:
-    """One `CommitOperationAdd` per file of the folder, paths relative to it (hidden files left out)."""
-    from huggingface_hub import CommitOperationAdd
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return ", ".join(names[:LISTED]) + more
 
-    missing = [name for name in REQUIRED_FILES if not (folder / name).exists()]
+
+def check_folder(folder: Path) -> None:
+    """Refuse a folder that `framelm export` did not write: one holding pickles, or lacking the card or the code."""
+    if not folder.is_dir():
+        raise PushError(f"{folder}: no such folder; push the --out folder of `framelm export`")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    pickles = [name for name in files if name.lower().endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise PushError(
+            f"{folder} holds pickle files, which run code when loaded and are never published: {_listed(pickles)}. "
+            f"It looks like a training output_dir; write a Hub folder (safetensors only) with "
+            f"`framelm export {folder} --out {folder}-hub` and push that"
+        )
+    missing = [name for name in REQUIRED_FILES if name not in files]
+    fix = "push a folder written by `framelm export MODEL --out FOLDER`"
+    if "README.md" in missing:
+        raise PushError(f"{folder} has no model card (README.md): {fix}, which writes the card from the run")
     if missing:
-        raise ValueError(f"{folder} is missing {missing}: push a folder written by `framelm export`")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts))
-    return [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
+        raise PushError(f"{folder} is missing {missing}: {fix}")
 
 
-def push(args: argparse.Namespace, api=None):
-    """Create the repository (and branch) if needed and upload every file in one commit; returns the commit info."""
-    from huggingface_hub import HfApi
+def resolve_token(token: str | None) -> str:
+    """The token to push with: the one given, else huggingface_hub's (HF_TOKEN, then `hf auth login`'s file)."""
+    from huggingface_hub import get_token
 
-    api = api or HfApi()
-    operations = upload_operations(Path(args.folder))
-    api.create_repo(args.repo_id, repo_type="model", private=args.private, exist_ok=True)
-    if args.revision and not args.create_pr:
-        api.create_branch(args.repo_id, branch=args.revision, repo_type="model", exist_ok=True)
-    return api.create_commit(
-        repo_id=args.repo_id,
-        repo_type="model",
-        operations=operations,
-        commit_message=args.commit_message,
-        revision=args.revision,
-        create_pr=args.create_pr,
-    )
+    token = (token or get_token() or "").strip()
+    if not token:
+        raise PushError("no Hugging Face token: run `hf auth login`, or set HF_TOKEN to a token with write access")
+    return token
+
+
+def push(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str = "Upload FrameLM with framelm push",
+    token: str | None = None,
+    endpoint: str | None = None,
+    timeout: float = 60.0,
+    deadline: float = 6 * 3600.0,
+):
+    """Create the repository (and branch) if needed and upload the folder; returns the last commit's info.
+
+    The upload runs in a daemon thread that this call waits for at most `deadline` seconds: huggingface_hub's own
+    timeouts bound each network read, not a whole upload, and its xet uploads none at all.
+    """
+    folder = Path(folder)
+    check_folder(folder)
+    from huggingface_hub import HfApi, close_session, constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        raise PushError("HF_HUB_OFFLINE is set: huggingface_hub sends nothing in offline mode; unset it to push")
+    api = HfApi(endpoint=endpoint, token=resolve_token(token))
+    session = get_session()
+    previous_timeout, session.timeout = session.timeout, timeout  # the shared client: every call of this push
+    outcome: dict = {}
+
+    def upload() -> None:
+        try:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            if revision and not create_pr:
+                api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+            outcome["info"] = api.upload_folder(
+                repo_id=repo_id,
+                repo_type="model",
+                folder_path=folder,
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+        except BaseException as err:  # handed to the waiting thread, which explains it
+            outcome["error"] = err
+
+    worker = threading.Thread(target=upload, name="framelm-push", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        # The worker keeps the old client, still bounded by `timeout`, and ends on its own (a daemon); the next
+        # huggingface_hub call gets a fresh client.
+        close_session()
+        raise PushError(
+            f"{api.endpoint} did not finish the push within --deadline {deadline:g} s; check the network and "
+            "HF_ENDPOINT, or raise --deadline (rerun to resume: files already uploaded are not sent again)"
+        )
+    session.timeout = previous_timeout
+    if "error" in outcome:
+        http = importlib.import_module(type(session).__module__.split(".")[0])  # httpx or httpx2: the session's
+        raise PushError(_explain(outcome["error"], api.endpoint, timeout, http)) from None
+    return outcome["info"]
+
+
+def _explain(error: BaseException, endpoint: str, timeout: float, http) -> str:
+    """One line for what huggingface_hub or its HTTP library (`http`) raised: what happened and what to check."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, http.TimeoutException):
+        return f"{endpoint} sent no answer within --timeout {timeout:g} s; check the network and HF_ENDPOINT"
+    if isinstance(error, http.TransportError):
+        return f"cannot reach {endpoint} ({error}); check the network and HF_ENDPOINT"
+    if isinstance(error, HfHubHTTPError):
+        status = error.response.status_code if error.response is not None else None
+        hints = {401: "check your token (`hf auth login` or HF_TOKEN)", 403: "check that your token may write there",
+                 404: "check --repo-id and --revision"}  # fmt: skip
+        return f"the Hub refused the push: {str(error).splitlines()[0]}" + (
+            f"; {hints[status]}" if status in hints else ""
+        )
+    return f"the push failed: {type(error).__name__}: {error}"
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    info = push(args)
-    print(
-        f"pushed {args.folder} to {args.repo_id}: {getattr(info, 'pr_url', None) or getattr(info, 'commit_url', info)}"
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not all(0 < value < math.inf for value in (args.timeout, args.deadline)):
+        parser.error("--timeout and --deadline must be positive numbers of seconds")
+    try:
+        info = push(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            create_pr=args.create_pr,
+            commit_message=args.commit_message,
+            timeout=args.timeout,
+            deadline=args.deadline,
+        )
+    except PushError as err:
+        print(f"framelm push: error: {err}", file=sys.stderr)
+        return 1
+    where = getattr(info, "pr_url", None) or getattr(info, "commit_url", info)
+    print(f"pushed {args.folder} to {args.repo_id}: {where}")
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -147,20 +148,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="Environment variable holding "
         "the API key: sent as a Bearer token, never logged or saved (unset: no Authorization header).",
     )
-    http.add_argument("--timeout", type=float, default=120.0, help="Seconds to wait for one judge reply.")
+    http.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="Deadline for one whole judge reply, from connecting to its last byte (a retry gets a new one).",
+    )
     http.add_argument(
         "--http-retries",
         type=int,
         default=5,
         metavar="N",
-        help="Retries after HTTP 5xx/408/429, timeouts or lost connections (other errors stop at once).",
+        help="Retries after HTTP 5xx/408/409/429, a reply past --timeout, a lost connection or a reply that is no "
+        "chat completion (other errors stop at once).",
     )
     http.add_argument(
         "--http-backoff",
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="Wait before the first retry, doubled before each next one.",
+        help="Wait before the first retry, doubled before each next one; a 429 or 503 answer's Retry-After wins.",
+    )
+    http.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="Judge requests in flight at once (the local --judge-model judges one at a time).",
     )
     local = parser.add_argument_group("local judge")
     local.add_argument(
@@ -180,6 +195,14 @@ def _load_tasks(args, names: list[str], judge_name: str) -> list[Task]:
     return build_tasks(questions, rules, answers, judge_name)
 
 
+def failure_counts(judge) -> str:
+    """One line counting the judge's failed replies by kind (each retried, or the one that stopped the run)."""
+    if not judge.failures:
+        return ""
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(judge.failures.items()))
+    return f"judge failures: {sum(judge.failures.values())} replies failed ({kinds})\n"
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -193,8 +216,10 @@ def main(argv: list[str]) -> int:
         parser.error("--judge-url needs --judge-name: the model id the server expects in each request")
     if len(args.responses_list) < 2:
         parser.error("--responses-list needs a reference file and at least one file to judge against it")
-    if min(args.attempts, args.save_every) < 1:
-        parser.error("--attempts and --save-every must be at least 1")
+    if min(args.attempts, args.save_every, args.parallel) < 1:
+        parser.error("--attempts, --save-every and --parallel must be at least 1")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)) or args.http_retries < 0 or not args.http_backoff >= 0:
+        parser.error("--timeout must be a positive number of seconds, --http-retries and --http-backoff at least 0")
     names = args.model_name_list or [path.stem for path in args.responses_list]
     if len(names) != len(args.responses_list) or len(set(names)) != len(names):
         parser.error(f"model names {names} must be unique, one per response file: pass --model-name-list")
@@ -221,13 +246,41 @@ def main(argv: list[str]) -> int:
     )
     if pending:
         try:
-            run_reviews(tasks, pending, make_judge(args, url, judge_name), reviews, args)
+            judge = make_judge(
+                name=judge_name,
+                url=url,
+                judge_model=args.judge_model,
+                api_key_env=args.api_key_env,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                timeout=args.timeout,
+                retries=args.http_retries,
+                backoff=args.http_backoff,
+                device=args.device,
+            )
+        except ValueError as error:  # an API key no HTTP header can carry, a local judge without a chat template
+            print(f"framelm judge: error: {error}", file=sys.stderr)
+            return 2
+        try:
+            run_reviews(
+                tasks,
+                pending,
+                judge,
+                reviews,
+                output=args.output,
+                attempts=args.attempts,
+                save_every=args.save_every,
+                parallel=args.parallel if url else 1,
+            )
         except (JudgeUnavailableError, KeyboardInterrupt) as error:
             reason = str(error) or "interrupted"
             print(
-                f"framelm judge: {reason}\nthe reviews so far are in {args.output}: rerun to resume", file=sys.stderr
+                f"framelm judge: {reason}\n{failure_counts(judge)}the reviews so far are in {args.output}: rerun to "
+                "resume",
+                file=sys.stderr,
             )
             return 1
+        print(failure_counts(judge), end="")
     current = fresh_reviews(tasks, reviews)
     rows = summarize(current)
     write_output(args.output, list(reviews.values()), rows)

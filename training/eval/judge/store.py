@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from framelm.training.eval.judge.backends import ChatJudge
+from framelm.training.atomic_write import write_text_atomically
+from framelm.training.eval.judge.backends import ChatJudge, JudgeUnavailableError
 from framelm.training.eval.judge.inputs import JudgeInputError, Task
 from framelm.training.eval.judge.protocol import Review, review, summarize
 
@@ -28,13 +28,9 @@ def load_reviews(path: Path) -> dict[tuple[str, str, str, str], Review]:
 
 def write_output(path: Path, reviews: list[Review], summary: list[dict]) -> None:
     """Write the review json through a temporary file and a rename: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # same folder: os.replace is atomic only within one file system
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"summary": summary, "reviews": [asdict(item) for item in reviews]}, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomically(
+        path, json.dumps({"summary": summary, "reviews": [asdict(item) for item in reviews]}, indent=1)
+    )
 
 
 def fresh_reviews(tasks: list[Task], reviews: dict) -> list[Review]:
@@ -44,15 +40,50 @@ def fresh_reviews(tasks: list[Task], reviews: dict) -> list[Review]:
 
 
 def run_reviews(
-    tasks: list[Task], pending: list[Task], judge: ChatJudge, reviews: dict, args: argparse.Namespace
+    tasks: list[Task],
+    pending: list[Task],
+    judge: ChatJudge,
+    reviews: dict,
+    *,
+    output: Path,
+    attempts: int,
+    save_every: int,
+    parallel: int = 1,
 ) -> None:
-    """Review `pending` into `reviews`, saving every `args.save_every` reviews and on the way out, error or not."""
+    """Review `pending` into `reviews`, `parallel` at a time, saving every `save_every` reviews and on the way out.
+
+    Reviews are stored in task order whatever order they finish in, so the review file does not depend on timing.
+    When one fails (`JudgeUnavailableError`), no new review starts; those already running finish and are saved,
+    then the error is raised.
+    """
     from tqdm import tqdm
 
-    try:
-        for done, task in enumerate(tqdm(pending, desc=f"judge {judge.name}", unit="review"), 1):
-            reviews[task.key] = review(task, judge, args.attempts)
-            if done % args.save_every == 0:
-                write_output(args.output, list(reviews.values()), summarize(fresh_reviews(tasks, reviews)))
-    finally:
-        write_output(args.output, list(reviews.values()), summarize(fresh_reviews(tasks, reviews)))
+    def save() -> None:
+        write_output(output, list(reviews.values()), summarize(fresh_reviews(tasks, reviews)))
+
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="judge") as pool:
+        futures = [pool.submit(review, task, judge, attempts) for task in pending]
+        try:
+            with tqdm(total=len(pending), desc=f"judge {judge.name}", unit="review") as bar:
+                for task, future in zip(pending, futures, strict=True):
+                    try:
+                        reviews[task.key] = future.result()
+                    except CancelledError:
+                        continue
+                    except JudgeUnavailableError as error:
+                        failure = failure or error
+                        for later in futures:
+                            later.cancel()
+                        continue
+                    bar.update()
+                    if bar.n % save_every == 0:
+                        save()
+        except BaseException:  # Ctrl-C: start nothing new, keep what is done
+            for later in futures:
+                later.cancel()
+            raise
+        finally:
+            save()
+    if failure is not None:
+        raise failure

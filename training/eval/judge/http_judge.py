@@ -1,0 +1,203 @@
+"""The HTTP judge: any OpenAI-compatible `/chat/completions` endpoint, through the `openai` client.
+
+What framelm adds to the client, and why:
+  - a deadline on each whole reply (`deadline.py`): the client's timeout bounds each socket read, so a server that
+    trickles a byte a second held one review for 113 s under `--timeout 3`;
+  - its own retry loop (the client's is switched off): it honours `Retry-After` on 429 and 503 up to
+    MAX_RETRY_AFTER, backs off `backoff`, `2 * backoff`, ... seconds otherwise, counts every failure by kind for
+    the run's report, and logs each retry with the key redacted;
+  - the API key never leaves in anything but the Authorization header: every reply, log line and error message is
+    redacted before it is cut or stored, so a server that echoes the key back cannot put it into the review file.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.utils
+import json
+import logging
+import math
+import threading
+import time
+
+from framelm.training.eval.judge.backends import JudgeUnavailableError, Message
+from framelm.training.eval.judge.deadline import ReplyDeadline, attach_reply_deadline
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 120.0  # seconds: a server asking for a longer wait stops the run (rerun later), no silent sleep
+SNIPPET = 300  # characters of a bad reply quoted in an error, cut after redaction
+
+
+class _RetryableFailure(Exception):
+    """One failed reply that another try may fix; `kind` is its name in the failure counts."""
+
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None):
+        super().__init__(detail)
+        self.kind, self.detail, self.retry_after = kind, detail, retry_after
+
+
+def base_url(url: str) -> str:
+    """`http://host:8000/v1/chat/completions` -> `http://host:8000/v1`: the client appends the endpoint itself."""
+    url = url.rstrip("/")
+    return url.removesuffix("/chat/completions")
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` header in seconds ("3", "1.5") or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _hint(status: int) -> str:
+    """What to check for an HTTP status that retrying cannot fix."""
+    if 300 <= status < 400:
+        return "the server redirects: pass the final URL as --judge-url"
+    if status in (401, 403):
+        return "check the API key in the environment variable named by --api-key-env"
+    if status == 404:
+        return "check --judge-url: the server's base URL, usually ending in /v1"
+    return "check --judge-name (the model the server serves) and --max-tokens"
+
+
+class OpenAIChatJudge:
+    """Any OpenAI-compatible endpoint: OpenAI, vLLM, TGI, NVIDIA NIM, `transformers serve`.
+
+    HTTP 5xx, 408, 409 and 429 answers, replies past the deadline, lost connections and replies that are not a chat
+    completion are retried `retries` times; other answers (a wrong key, URL or model name) stop at once, since
+    repeating them cannot help. Thread-safe: `framelm judge --parallel N` calls `chat` from N threads.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        api_key: str | None,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        timeout: float = 120.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+    ):
+        import openai
+
+        self.url = f"{base_url(url)}/chat/completions"
+        self.name = name
+        self._api_key = api_key or None
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.failures: collections.Counter[str] = collections.Counter()
+        self._failures_lock = threading.Lock()
+        http_client = openai.DefaultHttpxClient(
+            timeout=timeout,
+            follow_redirects=False,  # a redirect would carry the key to another host, and turn the POST into a GET
+            event_hooks={"request": [attach_reply_deadline]},
+        )
+        # The key is always passed: left out, the client would read $OPENAI_API_KEY and send it to this server.
+        self._client = openai.OpenAI(
+            api_key=self._api_key or "unused", base_url=base_url(url), max_retries=0, http_client=http_client
+        )
+        # "Connection: close": a fresh connection per request, whose socket the deadline learns when it opens
+        self._headers = {"Connection": "close"} | ({} if self._api_key else {"Authorization": openai.Omit()})
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatJudge(url={self.url!r}, name={self.name!r})"
+
+    def redact(self, text: str) -> str:
+        """`text` without the API key: applied to everything this judge returns, raises or logs."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def chat(self, messages: list[Message]) -> str:
+        problem, kind = "", ""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._ask(messages)
+            except _RetryableFailure as failure:
+                with self._failures_lock:
+                    self.failures[failure.kind] += 1
+                problem, kind = failure.detail, failure.kind
+                if attempt == self.retries:
+                    break
+                delay = self.backoff * 2**attempt if failure.retry_after is None else failure.retry_after
+                if delay > MAX_RETRY_AFTER:
+                    raise JudgeUnavailableError(
+                        f"{self.url} asks to wait {delay:.0f} s before the next request (Retry-After), more than "
+                        f"{MAX_RETRY_AFTER:.0f} s: rerun later"
+                    ) from None
+                logger.warning(
+                    "judge at %s: %s; retry %d of %d in %.1f s", self.url, problem, attempt + 1, self.retries, delay
+                )
+                time.sleep(delay)
+        hint = "check that --judge-url is a chat-completions endpoint" if kind == "unreadable reply" else ""
+        tries = f"{self.retries + 1} time{'s' if self.retries else ''}"
+        raise JudgeUnavailableError(
+            f"{self.url} failed {tries} (last: {problem}); {hint or 'check that the server is up'}, or raise "
+            "--timeout / --http-retries"
+        )
+
+    def _ask(self, messages: list[Message]) -> str:
+        """One request under the whole-reply deadline; a failure worth another try raises `_RetryableFailure`."""
+        import openai
+
+        with ReplyDeadline(self.timeout) as deadline:
+            try:
+                completion = self._client.chat.completions.create(
+                    model=self.name,
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    extra_headers=self._headers,
+                )
+            except openai.APIStatusError as error:
+                raise self._status_failure(error) from None
+            except openai.APIConnectionError as error:
+                if deadline.expired:
+                    raise _RetryableFailure("timeout", f"no complete reply within {self.timeout:g} s") from None
+                reason = str(error.__cause__ or error) or type(error).__name__
+                raise _RetryableFailure("connection error", self.redact(reason)) from None
+        return self._reply_text(completion)
+
+    def _status_failure(self, error) -> Exception:
+        status = error.status_code
+        detail = self.redact(error.response.text.strip())[:SNIPPET]  # redacted first: a cut key would slip through
+        if status >= 500 or status in (408, 409, 429):
+            wait = retry_after_seconds(error.response.headers.get("retry-after")) if status in (429, 503) else None
+            return _RetryableFailure(f"HTTP {status}", f"HTTP {status} {detail}".strip(), wait)
+        where = f" to {error.response.headers.get('location')}" if 300 <= status < 400 else ""
+        return JudgeUnavailableError(
+            f"{self.url} answered HTTP {status}{where}: {detail or 'no details'}; {_hint(status)}"
+        )
+
+    def _reply_text(self, completion) -> str:
+        """The reply's text, redacted; a body that is no chat completion, or content that is no text, is retried."""
+        try:
+            if isinstance(completion, str):  # a body the client did not parse: sent without a JSON content type
+                content = json.loads(completion)["choices"][0]["message"]["content"]
+            else:
+                content = completion.choices[0].message.content
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            snippet = self.redact(completion if isinstance(completion, str) else repr(completion))[:SNIPPET]
+            raise _RetryableFailure(
+                "unreadable reply", f"the reply is not an OpenAI chat completion: {snippet!r}"
+            ) from None
+        if isinstance(content, list):  # content parts, as some servers send: keep the text ones
+            parts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+            content = "".join(parts) if parts and all(isinstance(part, str) for part in parts) else content
+        if content is None:  # a refusal or a tool call: a reply with no scores, unparseable, not a failure
+            return ""
+        if not isinstance(content, str):
+            snippet = self.redact(repr(content))[:SNIPPET]
+            raise _RetryableFailure("unreadable reply", f"the reply's content is not text: {snippet}")
+        return self.redact(content)
