@@ -97,25 +97,31 @@ def save_llava(
     tokenizer=None,
     spare_vocab_rows: int = 0,
     seed: int = 0,
+    sizes: dict[str, dict] | None = None,
+    dtype: torch.dtype = torch.float32,
     **config_overrides,
 ) -> Path:
-    """A saved tiny `LlavaForConditionalGeneration` with its `LlavaProcessor`; returns `out`."""
+    """A saved tiny `LlavaForConditionalGeneration` with its `LlavaProcessor`; returns `out`.
+
+    `sizes` ({"vision": {...}, "text": {...}}) overrides sub-config fields, for a bigger source (the memory bench);
+    `dtype` is the dtype the checkpoint is saved in."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
     tokenizer = tokenizer or train_tiny_tokenizer()
     vision, text = tiny_sub_configs(tower, len(tokenizer) + spare_vocab_rows)
+    vision, text = vision | (sizes or {}).get("vision", {}), text | (sizes or {}).get("text", {})
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy=strategy,
         vision_feature_layer=feature_layer,
-        image_seq_length=16,
+        image_seq_length=(vision["image_size"] // vision["patch_size"]) ** 2,
         **config_overrides,
     )
     torch.manual_seed(seed)
-    LlavaForConditionalGeneration(config).save_pretrained(out)
+    LlavaForConditionalGeneration(config).to(dtype).save_pretrained(out)
     processor = LlavaProcessor(
         image_processor=LlavaImageProcessorPil(**image_processor_settings(tower, vision["image_size"])),
         tokenizer=tokenizer,
