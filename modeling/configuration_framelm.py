@@ -97,7 +97,8 @@ class FrameLMConfig(PreTrainedConfig):
             raise ValueError(f"projector_type={projector_type!r} is not supported; choose one of {PROJECTOR_TYPES}")
         if projector_hidden_act not in PROJECTOR_ACTIVATIONS:
             raise ValueError(
-                f"projector_hidden_act={projector_hidden_act!r} is not supported; choose one of {PROJECTOR_ACTIVATIONS}"
+                f"projector_hidden_act={projector_hidden_act!r} is not supported; "
+                f"choose one of {PROJECTOR_ACTIVATIONS}"
             )
         if video_pooling_mode not in VIDEO_POOLING_MODES:
             raise ValueError(

@@ -28,6 +28,7 @@ from transformers import (
 from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
 from framelm.modeling.projector_framelm import FrameLMMultiModalProjector, pool_frame_features
+from framelm.processing.chat_template_framelm import DEFAULT_CHAT_TEMPLATE
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
 from framelm.processing.processing_framelm import FrameLMProcessor
 from framelm.training.cli import main as cli
@@ -284,6 +285,10 @@ def test_init_from_llava_cli_and_its_card(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli(["init", "--from-llava", str(source_dir), "--out", str(out), "--video-pooling-stride", "4"])
     assert "--from-llava takes the model from the source; drop --video-pooling-stride" in capsys.readouterr().err
+    template = tmp_path / "chatml.jinja"
+    template.write_text(DEFAULT_CHAT_TEMPLATE)  # framelm's own: replies and <|im_end|> already labelled
+    cli(["init", "--from-llava", str(source_dir), "--out", str(tmp_path / "chatml"), "--chat-template", str(template)])
+    assert FrameLMProcessor.from_pretrained(tmp_path / "chatml").chat_template == DEFAULT_CHAT_TEMPLATE
 
 
 def test_card_names_a_hub_source_as_base_model_with_the_finetune_relation(tmp_path):

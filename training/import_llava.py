@@ -264,6 +264,7 @@ def import_llava(
         num_frames=num_frames,
     )
     config.base_model = source
+    # not `build.processor_for`: the source's own placeholder strings and (below) chat template are kept
     processor = FrameLMProcessor(
         image_processor=_image_processor(source, source_config, config.vision_image_size, report.differences),
         tokenizer=tokenizer,

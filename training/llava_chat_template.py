@@ -53,10 +53,10 @@ class TrainableTemplate:
     notes: list[str] = field(default_factory=list)  # what was edited, for the import report
 
 
-def _assistant_only(tag: str, extra: str = "") -> str:
+def _assistant_only(tag: str) -> str:
     """`tag` inside a generation span for assistant messages, unchanged for the others."""
     return (
-        f"{{% if message['role'] == 'assistant' %}}{{% generation %}}{tag}{extra}{{% endgeneration %}}"
+        f"{{% if message['role'] == 'assistant' %}}{{% generation %}}{tag}{{% endgeneration %}}"
         f"{{% else %}}{tag}{{% endif %}}"
     )
 
@@ -69,13 +69,13 @@ def _literal(tag_expression: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _conversation(with_replies: bool) -> list[dict]:
+def _conversation() -> list[dict]:
+    """Two exchanges, the probe whose labels must be exactly the two replies and their stop tokens."""
     messages = []
     for question, reply in zip(QUESTIONS, REPLIES, strict=True):
         messages.append({"role": "user", "content": [{"type": "text", "text": question}]})
-        if with_replies:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
-    return messages if with_replies else messages[:1]
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+    return messages
 
 
 def _prompts(with_history: bool) -> list[list[dict]]:
@@ -88,7 +88,7 @@ def _prompts(with_history: bool) -> list[list[dict]]:
             {"role": "user", "content": image_question},
         ],
     ]
-    history = _conversation(with_replies=True) + [{"role": "user", "content": [{"type": "text", "text": "Why?"}]}]
+    history = _conversation() + [{"role": "user", "content": [{"type": "text", "text": "Why?"}]}]
     return prompts + [history] if with_history else prompts
 
 
@@ -120,7 +120,7 @@ def _mark_reply_text(template: str) -> str:
 def _masked_spans(processor, template: str) -> list[list[int]]:
     """Token ids of each contiguous run of assistant-masked tokens in the probe conversation."""
     out = processor.apply_chat_template(
-        _conversation(with_replies=True),
+        _conversation(),
         chat_template=template,
         tokenize=True,
         return_dict=True,
