@@ -281,7 +281,7 @@ def import_llava(
     del source_model  # what FrameLM did not take (tower layers past the feature layer, ...) is freed here
     if len(tokenizer) > model.config.text_config.vocab_size:  # a token was added past the checkpoint's spare rows
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    _stop_generation_at(model, tokenizer)
+    _generation_defaults(model, tokenizer)
     save_framelm(model, processor, out)
     import_card(report).save(report.out / "README.md")
     logger.log(logging.WARNING if report.differences else logging.INFO, "%s", report)
@@ -304,15 +304,18 @@ def _chat_template(source: str, processor, settings: dict, chat_template_file, n
     return trainable.template
 
 
-def _stop_generation_at(model: PreTrainedModel, tokenizer) -> None:
-    """Generation stops where the source's did, and at the end-of-turn token the chat template now trains."""
-    eos = model.generation_config.eos_token_id
+def _generation_defaults(model: PreTrainedModel, tokenizer) -> None:
+    """The source's generation settings, plus: stop at the end-of-turn token the chat template now trains, and never
+    sample `<image>`/`<video>` (as every FrameLM: a placeholder without pixels means nothing). Not
+    `build.set_generation_defaults`, whose end of turn is ChatML's `<|im_end|>`, which a Vicuna tokenizer lacks."""
+    generation = model.generation_config
+    eos = generation.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    if tokenizer.eos_token_id not in eos:
-        eos.append(tokenizer.eos_token_id)
-    model.generation_config.eos_token_id = eos
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    generation.eos_token_id = eos + [tokenizer.eos_token_id] * (tokenizer.eos_token_id not in eos)
+    if generation.pad_token_id is None:
+        generation.pad_token_id = tokenizer.pad_token_id
+    media = {model.config.image_token_id, model.config.video_token_id}
+    generation.suppress_tokens = sorted(set(generation.suppress_tokens or []) | media)
 
 
 def import_card(report: ImportReport) -> ModelCard:
