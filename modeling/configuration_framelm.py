@@ -63,8 +63,8 @@ class FrameLMConfig(PreTrainedConfig):
         vision_feature_select_strategy: `default` drops the CLS token of towers that have one, `full` keeps it.
         image_token_id, video_token_id: ids of the `<image>` and `<video>` placeholder tokens in the tokenizer.
         num_frames: frames sampled from every video (fixed, as NeMo Video-NeVA: short videos repeat frames).
-        video_pooling_stride: average-pool each frame's patch grid by this stride (1 = no pooling), dividing the
-            tokens per frame by stride**2; images are never pooled.
+        video_pooling_stride: pool each frame's patch grid by this stride (1 = no pooling), dividing the tokens
+            per frame by stride**2; images are never pooled.
         video_pooling_mode: `average` or `max` pooling of that grid (LLaVA-NeXT-Video's `spatial_pool_mode`).
         base_model: the checkpoint this model's weights were imported from (`framelm init --from-llava`), so that
             model cards can name it; None for models built from a tower and an LM.

@@ -24,10 +24,11 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+from transformers.activations import ACT2FN
 
-from framelm.modeling.configuration_framelm import FrameLMConfig
+from framelm.modeling.configuration_framelm import PROJECTOR_ACTIVATIONS, VIDEO_POOLING_MODES, FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
-from framelm.modeling.projector_framelm import FrameLMMultiModalProjector, pool_frame_features
+from framelm.modeling.projector_framelm import ACTIVATIONS, POOLS, FrameLMMultiModalProjector, pool_frame_features
 from framelm.processing.chat_template_framelm import DEFAULT_CHAT_TEMPLATE
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
 from framelm.processing.processing_framelm import FrameLMProcessor
@@ -379,5 +380,9 @@ def test_projector_activation_bias_and_max_pooling_are_config_settings():
     assert torch.equal(projector(-torch.ones(1, 1, 8)), torch.zeros(1, 1, 16))  # relu zeroes it; no bias moves it
     grid = torch.arange(16.0).reshape(1, 16, 1)  # one frame, 4x4 grid, one channel
     assert pool_frame_features(grid, grid=4, stride=2, mode="max").flatten().tolist() == [5.0, 7.0, 13.0, 15.0]
+    assert set(ACTIVATIONS) == set(PROJECTOR_ACTIVATIONS) and set(POOLS) == set(VIDEO_POOLING_MODES)
+    x = torch.linspace(-4, 4, 101)
+    for name, activation in ACTIVATIONS.items():  # the same functions as the llava-hf projector's
+        assert torch.equal(activation()(x), ACT2FN[name](x)), name
     with pytest.raises(ValueError, match=r"video_pooling_mode='conv' is not supported; choose one of"):
         FrameLMConfig(vision_config=vision, text_config=text, video_pooling_mode="conv")
