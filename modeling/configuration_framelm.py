@@ -12,6 +12,10 @@ import math
 from transformers import AutoConfig, PreTrainedConfig
 
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
+# Activations between the two layers of `mlp2x_gelu`, named as transformers' `ACT2FN` names them (LLaVA configs'
+# `projector_hidden_act`); each is the same function as transformers' (`gelu` is the exact erf GELU).
+PROJECTOR_ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "relu", "silu")
+VIDEO_POOLING_MODES = ("average", "max")  # LLaVA-NeXT-Video's `spatial_pool_mode` names
 FEATURE_SELECT_STRATEGIES = ("default", "full")  # default: drop the CLS token when the tower has one (as LLaVA does)
 SPLICE_CHOICES = (None, "first", "middle", "last")
 # Every auto class resolves to the class that can generate: harnesses such as lmms-eval fall back to `AutoModel`.
@@ -53,12 +57,17 @@ class FrameLMConfig(PreTrainedConfig):
         vision_config: config of any HF vision tower (CLIP, SigLIP, SigLIP2), as a config or a dict with `model_type`.
         text_config: config of any HF causal LM (Llama, Qwen2/3, Mistral, Gemma, ...).
         projector_type: `linear` or `mlp2x_gelu` (LLaVA-1.5's two-layer MLP).
+        projector_hidden_act: activation between the two layers of `mlp2x_gelu` (`gelu` as LLaVA-1.5).
+        projector_bias: whether the projector's linear layers have biases (LLaVA's `multimodal_projector_bias`).
         vision_feature_layer: index into the tower's hidden states (-2 = penultimate layer, as LLaVA).
         vision_feature_select_strategy: `default` drops the CLS token of towers that have one, `full` keeps it.
         image_token_id, video_token_id: ids of the `<image>` and `<video>` placeholder tokens in the tokenizer.
         num_frames: frames sampled from every video (fixed, as NeMo Video-NeVA: short videos repeat frames).
-        video_pooling_stride: average-pool each frame's patch grid by this stride (1 = no pooling), dividing the
-            tokens per frame by stride**2; images are never pooled.
+        video_pooling_stride: pool each frame's patch grid by this stride (1 = no pooling), dividing the tokens
+            per frame by stride**2; images are never pooled.
+        video_pooling_mode: `average` or `max` pooling of that grid (LLaVA-NeXT-Video's `spatial_pool_mode`).
+        base_model: the checkpoint this model's weights were imported from (`framelm init --from-llava`), so that
+            model cards can name it; None for models built from a tower and an LM.
     """
 
     model_type = "framelm"
@@ -69,12 +78,16 @@ class FrameLMConfig(PreTrainedConfig):
         vision_config: dict | PreTrainedConfig | None = None,
         text_config: dict | PreTrainedConfig | None = None,
         projector_type: str = "mlp2x_gelu",
+        projector_hidden_act: str = "gelu",
+        projector_bias: bool = True,
         vision_feature_layer: int = -2,
         vision_feature_select_strategy: str = "default",
         image_token_id: int | None = None,
         video_token_id: int | None = None,
         num_frames: int = 8,
         video_pooling_stride: int = 1,
+        video_pooling_mode: str = "average",
+        base_model: str | None = None,
         tie_word_embeddings: bool | None = None,
         **kwargs,
     ):
@@ -82,6 +95,15 @@ class FrameLMConfig(PreTrainedConfig):
         self.text_config = _as_config(text_config, "llama", "text_config")
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type={projector_type!r} is not supported; choose one of {PROJECTOR_TYPES}")
+        if projector_hidden_act not in PROJECTOR_ACTIVATIONS:
+            raise ValueError(
+                f"projector_hidden_act={projector_hidden_act!r} is not supported; "
+                f"choose one of {PROJECTOR_ACTIVATIONS}"
+            )
+        if video_pooling_mode not in VIDEO_POOLING_MODES:
+            raise ValueError(
+                f"video_pooling_mode={video_pooling_mode!r} is not supported; choose one of {VIDEO_POOLING_MODES}"
+            )
         if vision_feature_select_strategy not in FEATURE_SELECT_STRATEGIES:
             raise ValueError(
                 f"vision_feature_select_strategy={vision_feature_select_strategy!r} is not supported; "
@@ -98,12 +120,16 @@ class FrameLMConfig(PreTrainedConfig):
         if video_pooling_stride < 1:
             raise ValueError(f"video_pooling_stride={video_pooling_stride} must be at least 1 (1 = no pooling)")
         self.projector_type = projector_type
+        self.projector_hidden_act = projector_hidden_act
+        self.projector_bias = projector_bias
         self.vision_feature_layer = vision_feature_layer
         self.vision_feature_select_strategy = vision_feature_select_strategy
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
         self.num_frames = num_frames
         self.video_pooling_stride = video_pooling_stride
+        self.video_pooling_mode = video_pooling_mode
+        self.base_model = base_model
         if video_pooling_stride > 1 and self.vision_cls_tokens_kept:
             raise ValueError(
                 "video_pooling_stride > 1 pools the patch grid, which a kept CLS token breaks: "

@@ -84,9 +84,7 @@ class FrameLMModel(FrameLMPreTrainedModel):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.tower_config())
         _drop_final_norm(self.vision_tower)
-        self.multi_modal_projector = FrameLMMultiModalProjector(
-            config.vision_config.hidden_size, config.text_config.hidden_size, config.projector_type
-        )
+        self.multi_modal_projector = FrameLMMultiModalProjector.from_config(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -127,7 +125,9 @@ class FrameLMModel(FrameLMPreTrainedModel):
         features = self.encode_pixels(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
         num_images = 0 if pixel_values is None else pixel_values.shape[0]
         image_features, frame_features = features[:num_images], features[num_images:]
-        frame_features = pool_frame_features(frame_features, config.vision_grid, config.video_pooling_stride)
+        frame_features = pool_frame_features(
+            frame_features, config.vision_grid, config.video_pooling_stride, config.video_pooling_mode
+        )
         # one projector call for every token of the batch
         tokens = torch.cat([image_features.flatten(0, 1), frame_features.flatten(0, 1)])
         projected = self.multi_modal_projector(tokens)
@@ -346,9 +346,7 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         model.model.vision_tower = tower
         model.model.language_model = language_model.get_decoder()
         model.lm_head = language_model.get_output_embeddings()
-        model.model.multi_modal_projector = FrameLMMultiModalProjector(
-            config.vision_config.hidden_size, config.text_config.hidden_size, config.projector_type
-        ).to(dtype=language_model.dtype)
+        model.model.multi_modal_projector = FrameLMMultiModalProjector.from_config(config).to(language_model.dtype)
         if language_model.generation_config is not None:
             model.generation_config = language_model.generation_config
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)

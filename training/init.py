@@ -2,6 +2,7 @@
 
 framelm init --vision google/siglip-base-patch16-224 --language Qwen/Qwen2.5-0.5B-Instruct --out my-framelm
 framelm init --tiny --out tiny-framelm        # tiny random model, tokenizer trained offline, no download
+framelm init --from-llava llava-hf/llava-interleave-qwen-0.5b-hf --out my-framelm   # a pretrained llava-hf VLM
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="framelm init", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="Folder to write the model, processor and remote code into.")
-    source = parser.add_argument_group("what to build from (pick --tiny, or both --vision and --language)")
+    source = parser.add_argument_group(
+        "what to build from (pick --tiny, --from-llava, or both --vision and --language)"
+    )
     source.add_argument(
         "--tiny", action="store_true", help="A tiny random model (2 layers, 32-px images) for tests and demos."
     )
@@ -22,6 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--vision", help="Vision tower: local folder or Hub id of a CLIP/SigLIP/SigLIP2 model (full or vision-only)."
     )
     source.add_argument("--language", help="Causal LM: local folder or Hub id (Llama, Qwen2/3, Mistral, Gemma, ...).")
+    source.add_argument(
+        "--from-llava",
+        metavar="SRC",
+        help="Import a llava-hf LlavaForConditionalGeneration or LlavaNextVideoForConditionalGeneration checkpoint "
+        "(local folder or Hub id): its weights, tokenizer and chat template, with the architecture taken from it. "
+        "What FrameLM cannot reproduce is refused or reported (see README, 'Start from a pretrained VLM').",
+    )
+    source.add_argument(
+        "--chat-template",
+        metavar="FILE",
+        help="With --from-llava: a Jinja chat template to use instead of the source's; it must put each assistant "
+        "reply and its end-of-turn token inside {%% generation %%} ... {%% endgeneration %%}.",
+    )
     arch = parser.add_argument_group("architecture")
     arch.add_argument(
         "--projector-type",
@@ -60,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.from_llava or args.chat_template:
+        from framelm.training.import_llava import run_import
+
+        return run_import(args, build_parser())
     if args.tiny == bool(args.vision or args.language):
         build_parser().error("pass either --tiny, or both --vision and --language")
     if not args.tiny and not (args.vision and args.language):
