@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from torch import nn
 
@@ -62,24 +63,30 @@ def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
         model.lm_head.requires_grad_(True)
     if stage == "all":
         inner.vision_tower.requires_grad_(True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}",
-                f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(parameter_count(p) for p in model.parameters())
+    logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}", f"{total:,}")
+
+
+def parameter_count(parameter: nn.Parameter) -> int:
+    """Elements of a parameter; under ZeRO-3 each process holds an empty placeholder whose full size is `ds_numel`."""
+    return getattr(parameter, "ds_numel", parameter.numel())
 
 
 def peft_config_for(model_args, stage: str):
-    """A LoRA config on the LM's linear layers; the projector (and the tower at stage `all`) train in full."""
+    """TRL's LoRA config from `ModelConfig` (every `lora_*` option counts), with framelm's defaults: LoRA on the LM's
+    linear layers unless `--lora_target_modules` says otherwise, and the projector (and the tower at stage `all`)
+    trained in full next to any `--lora_modules_to_save`."""
     if not model_args.use_peft:
         return None
-    from peft import LoraConfig
+    from trl import get_peft_config
 
-    return LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules or LM_LORA_TARGETS,
-        modules_to_save=["multi_modal_projector"] + (["vision_tower"] if stage == "all" else []),
-        use_rslora=model_args.use_rslora,
-        use_dora=model_args.use_dora,
-        task_type="CAUSAL_LM",
+    trained_in_full = ["multi_modal_projector"] + (["vision_tower"] if stage == "all" else [])
+    extra = [name for name in model_args.lora_modules_to_save or [] if name not in trained_in_full]
+    return get_peft_config(
+        replace(
+            model_args,
+            lora_target_modules=model_args.lora_target_modules or LM_LORA_TARGETS,
+            lora_modules_to_save=trained_in_full + extra,
+        )
     )
