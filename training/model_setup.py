@@ -36,7 +36,8 @@ def load_model_and_processor(script_args, model_args):
 
     quantization = get_quantization_config(model_args)
     if quantization is not None:  # QLoRA quantizes the LM only: the tower and projector stay in full precision
-        quantization.llm_int8_skip_modules = ["vision_tower", "multi_modal_projector", "lm_head"]
+        # full module paths: transformers 5 matches them from the start of a name (a bare "vision_tower" matches none)
+        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
     model = FrameLMForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,

@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Dataset names/ids for the card (repeatable); default: the datasets of the training run.",
     )
     parser.add_argument("--max-shard-size", default="5GB", help="Largest safetensors shard (default 5GB).")
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="MODEL is a LoRA run (`framelm train --use_peft`): fold its adapters into the base model named in its "
+        "adapter_config.json, so that the export is a plain model that loads without peft.",
+    )
     return parser  # fmt: skip
 
 
@@ -123,14 +129,14 @@ def write_card(model, processor, out: Path, repo_id: str, run: dict | None, eval
 
 
 def export(args: argparse.Namespace) -> Path:
-    from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
+    from framelm.training.hub.merge_lora import load_for_export
     from framelm.training.run_record import RUN_RECORD, read_run_record
 
     source, out = Path(args.model), Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty: export into a new folder")
-    model = FrameLMForConditionalGeneration.from_pretrained(source)
+    model = load_for_export(source, args.merge_lora)
     processor = FrameLMProcessor.from_pretrained(source)
     evaluation = evaluation_from_judge(args.eval_results, args.candidate) if args.eval_results else None
     run = read_run_record(source)
