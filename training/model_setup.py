@@ -29,24 +29,30 @@ def load_model_and_processor(script_args, model_args):
         overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
         return build_from_components(vision, language, dtype=dtype, **overrides)
 
-    from trl import get_quantization_config
-
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
 
-    quantization = get_quantization_config(model_args)
-    if quantization is not None:  # QLoRA quantizes the LM only: the tower and projector stay in full precision
-        # full module paths: transformers 5 matches them from the start of a name (a bare "vision_tower" matches none)
-        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
     model = FrameLMForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization,
+        quantization_config=quantization_config_for(model_args),
     )
     processor = FrameLMProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     return model, processor
+
+
+def quantization_config_for(model_args):
+    """TRL's bitsandbytes config from `--load_in_4bit`/`--load_in_8bit` (None without), quantizing the LM only: the
+    tower, the projector and the LM head stay in full precision (QLoRA trains the projector in full)."""
+    from trl import get_quantization_config
+
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        # full module paths: transformers 5 matches them from the start of a name (a bare "vision_tower" matches none)
+        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+    return quantization
 
 
 def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
