@@ -26,7 +26,9 @@ VIDEO = {"id": "video", "video": "clip.mp4", "conversations": [{"from": "human",
 
 @pytest.fixture(scope="module")
 def two_records(tmp_path_factory) -> Path:
-    """A text-only record and a video record: at batch size 1 on 2 ranks, every step gives one to each rank."""
+    """A text-only record and a video record: at batch size 1 on 2 ranks, every step gives one to each rank. A third
+    line is broken: `--bad_records skip` leaves it out, and only the main process may report it. `eval.jsonl` beside
+    it holds the two good records alone."""
     from support.pattern_video import pattern_frames
 
     from framelm.training.data.media_writer import write_mp4
@@ -34,7 +36,8 @@ def two_records(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("two_records")
     write_mp4(folder / "clip.mp4", pattern_frames(8, 48, 64), fps=8, codec="libx264", gop=12)
     path = folder / "two.jsonl"
-    path.write_text(json.dumps(TEXT) + "\n" + json.dumps(VIDEO) + "\n")
+    (folder / "eval.jsonl").write_text(json.dumps(TEXT) + "\n" + json.dumps(VIDEO) + "\n")
+    path.write_text(json.dumps(TEXT) + "\n" + json.dumps(VIDEO) + "\n{not json\n")
     return path
 
 
@@ -42,12 +45,13 @@ def framelm_train(config: str, model_dir: Path, data: Path, out: Path, *extra: s
     """`framelm train` on 2 CPU processes, training and evaluating (eval ranks split the same way) at every step."""
     command = [sys.executable, "-m", "framelm.training.cli", "train", "--accelerate_config", config,
                "--num_processes", "2", "--main_process_port", str(free_port()),
-               "--model_name_or_path", str(model_dir), "--dataset", str(data), "--eval_dataset", str(data),
+               "--model_name_or_path", str(model_dir), "--dataset", str(data),
+               "--eval_dataset", str(data.with_name("eval.jsonl")),
                "--output_dir", str(out), "--stage", "all", "--max_steps", str(STEPS), "--learning_rate", "1e-2",
                "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "1", "--eval_strategy", "steps",
                "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
                "--dataloader_num_workers", "0", "--report_to", "none", "--activation_checkpointing", "false",
-               "--seed", "0", *extra]  # fmt: skip
+               "--bad_records", "skip", "--seed", "0", *extra]  # fmt: skip
     result = run_process_tree(command, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout[-6000:]
     return result
@@ -55,14 +59,13 @@ def framelm_train(config: str, model_dir: Path, data: Path, out: Path, *extra: s
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir, two_records):
-    """runs(config) -> output folder of one `framelm train` run per config, run once for the module."""
+    """runs(config) -> (output folder, output text) of one `framelm train` run per config, run once for the module."""
     done = {}
 
-    def get(config: str) -> Path:
+    def get(config: str) -> tuple[Path, str]:
         if config not in done:
             out = tmp_path_factory.mktemp(config)
-            framelm_train(config, tiny_model_dir, two_records, out)
-            done[config] = out
+            done[config] = out, framelm_train(config, tiny_model_dir, two_records, out).stdout
         return done[config]
 
     return get
@@ -76,7 +79,7 @@ def logged(out: Path, key: str) -> list[float]:
 
 @pytest.mark.parametrize("config", ["zero2", "zero3"])
 def test_deepspeed_trains_and_evaluates_like_ddp_with_a_text_only_rank(runs, tiny_model_dir, config):
-    out, reference = runs(config), runs("ddp")
+    (out, log), (reference, _) = runs(config), runs("ddp")
     hyper = json.loads((out / "framelm_run.json").read_text())["hyperparameters"]
     assert (hyper["distributed_type"], hyper["num_processes"], hyper["global_steps"]) == ("DEEPSPEED", 2, STEPS)
     assert json.loads((reference / "framelm_run.json").read_text())["hyperparameters"]["distributed_type"] == (
@@ -85,6 +88,10 @@ def test_deepspeed_trains_and_evaluates_like_ddp_with_a_text_only_rank(runs, tin
     for key in ("loss", "eval_loss"):  # one evaluation after every step, and training went on after each
         assert len(logged(out, key)) == STEPS
         assert logged(out, key) == pytest.approx(logged(reference, key), rel=1e-4), key
+    # logs come from the main process alone: one report of the broken line, one parameter count, right under ZeRO-3
+    assert log.count("two.jsonl:3") == 1, log[-6000:]
+    total = sum(tensor.numel() for tensor in load_file(tiny_model_dir / "model.safetensors").values())
+    assert log.count(f"stage all: {total:,} of {total:,} parameters trainable") == 1
     loaded = load_without_framelm(out, tiny_model_dir / "model.safetensors")
     assert loaded["module"].startswith("transformers_modules")  # the folder's own remote code, not framelm's
     assert loaded["unchanged"] == [] and loaded["missing"] == []  # stage all: every tensor trained, tower included
@@ -107,7 +114,7 @@ print(json.dumps({{"module": type(model).__module__, "missing": sorted(set(befor
 
 
 def test_resuming_a_zero3_checkpoint_ends_with_the_same_weights(runs, tiny_model_dir, two_records, tmp_path):
-    straight = runs("zero3")
+    straight, _ = runs("zero3")
     checkpoint = straight / "checkpoint-2"  # what a run killed after step 2 leaves behind
     resumed = tmp_path / "resumed"
     framelm_train("zero3", tiny_model_dir, two_records, resumed, "--resume_from_checkpoint", str(checkpoint))
