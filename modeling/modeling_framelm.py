@@ -135,7 +135,7 @@ class FrameLMModel(FrameLMPreTrainedModel):
         flat = embeds.reshape(-1, embeds.shape[-1]).to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat)  # fills positions in order of appearance
 
-    def _needs_blank_media_pass(self, past_key_values=None) -> bool:
+    def _needs_blank_media_pass(self, cache=None) -> bool:
         """Whether a forward pass without media must still run the tower and projector (on one blank image).
 
         In every forward of a multi-process torch.distributed job, training or evaluating:
@@ -153,7 +153,7 @@ class FrameLMModel(FrameLMPreTrainedModel):
         """
         in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
         if in_group and torch.distributed.get_world_size() > 1:
-            return past_key_values is None or past_key_values.get_seq_length() == 0
+            return cache is None or cache.get_seq_length() == 0  # `cache`: the KV cache of this forward, if any
         modules = (self.vision_tower, self.multi_modal_projector)
         return self.training and any(p.requires_grad for m in modules for p in m.parameters())
 

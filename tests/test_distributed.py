@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support.processes import free_port, run_process_tree
+from support.processes import free_port, run_process, run_without_framelm
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +52,8 @@ def framelm_train(config: str, model_dir: Path, data: Path, out: Path, *extra: s
                "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
                "--dataloader_num_workers", "0", "--report_to", "none", "--activation_checkpointing", "false",
                "--bad_records", "skip", "--seed", "0", *extra]  # fmt: skip
-    result = run_process_tree(command, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stdout[-6000:]
+    result = run_process(command, cwd=out.parent, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-6000:]
     return result
 
 
@@ -65,7 +65,8 @@ def runs(tmp_path_factory, tiny_model_dir, two_records):
     def get(config: str) -> tuple[Path, str]:
         if config not in done:
             out = tmp_path_factory.mktemp(config)
-            done[config] = out, framelm_train(config, tiny_model_dir, two_records, out).stdout
+            result = framelm_train(config, tiny_model_dir, two_records, out)
+            done[config] = out, result.stdout + result.stderr
         return done[config]
 
     return get
@@ -98,19 +99,20 @@ def test_deepspeed_trains_and_evaluates_like_ddp_with_a_text_only_rank(runs, tin
 
 
 def load_without_framelm(folder: Path, initial: Path) -> dict:
-    """Load `folder` with AutoModelForImageTextToText in a process where framelm cannot be imported; say which of
-    the `initial` tensors it lacks or holds unchanged."""
-    child = f"""import json, sys, torch
-sys.modules["framelm"] = None  # any `import framelm` now raises
-from safetensors.torch import load_file
-from transformers import AutoModelForImageTextToText
-model = AutoModelForImageTextToText.from_pretrained({str(folder)!r}, trust_remote_code=True)
-after, before = model.state_dict(), load_file({str(initial)!r})
-print(json.dumps({{"module": type(model).__module__, "missing": sorted(set(before) - set(after)),
-                  "unchanged": sorted(n for n in before if n in after and torch.equal(before[n], after[n]))}}))"""
-    result = run_process_tree([sys.executable, "-c", child], cwd=folder.parent, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Load `folder` with AutoModelForImageTextToText where framelm cannot be imported; say which of the `initial`
+    tensors it lacks or holds unchanged."""
+    return run_without_framelm(
+        f"""
+        import json, torch
+        from safetensors.torch import load_file
+        from transformers import AutoModelForImageTextToText
+        model = AutoModelForImageTextToText.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        after, before = model.state_dict(), load_file({str(initial)!r})
+        print(json.dumps({{"module": type(model).__module__, "missing": sorted(set(before) - set(after)),
+                          "unchanged": sorted(n for n in before if n in after and torch.equal(before[n], after[n]))}}))
+        """,
+        cwd=folder.parent,
+    )
 
 
 def test_resuming_a_zero3_checkpoint_ends_with_the_same_weights(runs, tiny_model_dir, two_records, tmp_path):
@@ -141,8 +143,8 @@ def test_fsdp2_gradients_equal_one_process_with_a_text_rank_and_a_video_rank(
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(free_port()), str(script), str(tiny_model_dir), str(tmp_path / "batches.pt"),
                str(tmp_path / "grads.pt")]  # fmt: skip
-    result = run_process_tree(command, timeout=300)
-    assert result.returncode == 0, result.stdout[-6000:]
+    result = run_process(command, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-6000:]
     sharded = torch.load(tmp_path / "grads.pt")
     assert {"SiglipEncoderLayer", "LlamaDecoderLayer"} <= set(sharded["units"])  # tower and LM layers sharded
 

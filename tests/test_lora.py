@@ -2,11 +2,10 @@
 --merge-lora` writes a plain model that loads without peft (or framelm) and gives the adapted model's outputs."""
 
 import json
-import sys
 
 import pytest
 import torch
-from support.processes import run_process_tree
+from support.processes import run_without_framelm
 from trl import ModelConfig, TrlParser
 
 from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
@@ -63,17 +62,20 @@ def test_merged_export_loads_without_peft_and_gives_the_adapted_outputs(tiny_mod
     for name in ("model.language_model.layers.0.self_attn.q_proj.weight", "lm_head.weight"):
         assert not torch.equal(weights[name], base[name]), name  # adapter folded in; --lora_modules_to_save trained
 
-    child = f"""import json, sys, torch
-sys.modules["peft"] = sys.modules["framelm"] = None  # neither can be imported
-from transformers import AutoModelForImageTextToText
-model = AutoModelForImageTextToText.from_pretrained({str(merged)!r}, trust_remote_code=True).eval()
-saved = torch.load({str(tmp_path / "batch.pt")!r})
-with torch.no_grad():
-    logits = model(**saved["batch"]).logits
-print(json.dumps({{"max_diff": (logits - saved["adapted"]).abs().max().item()}}))"""
-    result = run_process_tree([sys.executable, "-c", child], cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1])["max_diff"] < 1e-4
+    child = run_without_framelm(
+        f"""
+        import json, torch
+        sys.modules["peft"] = None  # nor peft
+        from transformers import AutoModelForImageTextToText
+        model = AutoModelForImageTextToText.from_pretrained({str(merged)!r}, trust_remote_code=True).eval()
+        saved = torch.load({str(tmp_path / "batch.pt")!r})
+        with torch.no_grad():
+            logits = model(**saved["batch"]).logits
+        print(json.dumps({{"max_diff": (logits - saved["adapted"]).abs().max().item()}}))
+        """,
+        cwd=tmp_path,
+    )
+    assert child["max_diff"] < 1e-4
 
 
 @pytest.mark.slow

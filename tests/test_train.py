@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from support.processes import free_port, run_process_tree
+from support.processes import free_port, run_process
 from transformers import TrainerCallback
 from trl import ModelConfig, TrlParser
 
@@ -170,8 +170,8 @@ def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path
                "no", "--logging_steps", "1", "--activation_checkpointing", "false",
                "--learning_rate", "1e-2"]  # fmt: skip
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    result = run_process_tree(command, env=env, timeout=300)  # a hang = a failure, its ranks killed
-    assert result.returncode == 0, result.stdout[-4000:]
+    result = run_process(command, cwd=tmp_path, timeout=300, env=env)  # a hang = a failure, its ranks killed
+    assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((out / "framelm_run.json").read_text())
     assert record["hyperparameters"]["num_processes"] == 2 and record["hyperparameters"]["global_steps"] == 3
     assert record["hyperparameters"]["distributed_type"] == "MULTI_CPU"  # DDP over gloo, as launched

@@ -1,38 +1,38 @@
-"""Multi-process runs for tests: a hang must fail the test, not hang pytest.
-
-`subprocess.run(timeout=...)` kills only the process it started; torchrun (behind `accelerate launch`) starts every
-rank in a session of its own, so the ranks of a hung run would outlive the test. `run_process_tree` starts the command
-in a new session and, on timeout, kills that session's process group and every descendant found before the kill.
-"""
+"""Child processes for tests: a hang fails the test (the whole process tree is killed), never CI."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import psutil
-import pytest
 
 
-def run_process_tree(
-    command: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd=None
+def run_process(
+    argv: list[str], cwd: str | Path, timeout: float, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run `command` to its end, stdout and stderr together in `.stdout`; fail the test when it outlives `timeout`."""
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)  # fmt: skip
+    """Run `argv` in its own session; on timeout kill its process tree (launchers start grandchildren) and fail."""
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        output, _ = process.communicate(timeout=timeout)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_process_tree(process.pid)
-        output, _ = process.communicate()
-        pytest.fail(f"killed after {timeout:.0f} s (a hang?): {' '.join(command)[:300]}\n...{output[-4000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, output)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"{argv[:4]} still running after {timeout}s; killed:\n{stderr[-4000:]}") from None
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def kill_process_tree(pid: int) -> None:
-    """SIGKILL the process group of `pid` (a session leader) and all its descendants, whatever their group."""
+    """SIGKILL the process group of `pid` (a session leader) and every descendant, whatever its group: torchrun
+    (behind `accelerate launch`) starts each rank in a session of its own, out of reach of the group kill."""
     try:
         descendants = psutil.Process(pid).children(recursive=True)  # before any kill: orphans lose their parent
     except psutil.NoSuchProcess:
@@ -49,8 +49,18 @@ def kill_process_tree(pid: int) -> None:
     psutil.wait_procs(descendants, timeout=10)
 
 
+def run_without_framelm(code: str, cwd: str | Path, timeout: float = 300) -> dict:
+    """Run `code` in a fresh interpreter where `import framelm` fails; it prints one json line, returned parsed.
+
+    `cwd` must be outside the repository, so that no stray `modeling/` folder is importable."""
+    child = "import sys\nsys.modules['framelm'] = None  # any `import framelm` now raises\n" + textwrap.dedent(code)
+    result = run_process([sys.executable, "-c", child], cwd=cwd, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1, so that runs of parallel test sessions do not meet on 29500."""
+    """A TCP port free right now on 127.0.0.1, so that parallel test runs do not all meet on 29500."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
