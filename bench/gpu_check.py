@@ -263,13 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     for attn in attns:
         ours, peer = results[f"train_step/framelm/{attn}"], results[f"train_step/peer/{attn}"]
         if "step_s" in ours and "step_s" in peer:
-            memory = (
-                ours["peak_memory_gib"]
-                and peer["peak_memory_gib"]
-                and ours["peak_memory_gib"] / peer["peak_memory_gib"]
-            )
-            print(f"{attn}: FrameLM step time {ours['step_s'] / peer['step_s']:.3f}x the peer's, peak GPU memory "
-                  f"{memory and round(memory, 3)}x")  # fmt: skip
+            gib = ours["peak_memory_gib"], peer["peak_memory_gib"]
+            memory = f"{gib[0] / gib[1]:.3f}x" if all(gib) else "n/a (no GPU)"
+            print(f"{attn}: FrameLM step time {ours['step_s'] / peer['step_s']:.3f}x the peer's, "
+                  f"peak GPU memory {memory}")  # fmt: skip
     if not args.tiny:
         path = write_results("gpu_check", [results], {"peak_tflops": peak}, quick=False)
         print(f"wrote {path}")
