@@ -27,6 +27,25 @@ def test_lora_options_reach_peft_beside_framelms_defaults():
     assert peft_config_for(ModelConfig(use_peft=False), stage="full") is None
 
 
+def test_qlora_asks_for_bf16_where_the_trainer_would_fail_on_mixed_dtypes():
+    from framelm.training.model_setup import quantization_config_for
+
+    assert quantization_config_for(ModelConfig()) is None
+    with pytest.raises(ValueError, match=r"QLoRA\) trains in bf16: pass --dtype bfloat16, not 'float32'"):
+        quantization_config_for(ModelConfig(load_in_4bit=True))
+    config = quantization_config_for(ModelConfig(load_in_4bit=True, dtype="bfloat16"))
+    assert config.llm_int8_skip_modules == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def test_qlora_of_a_model_built_on_the_fly_is_refused_not_dropped():
+    from types import SimpleNamespace
+
+    from framelm.training.model_setup import load_model_and_processor
+
+    with pytest.raises(ValueError, match=r"quantize a saved model: build it first \(`framelm init`\)"):
+        load_model_and_processor(SimpleNamespace(init_from=["tiny"]), ModelConfig(load_in_4bit=True))
+
+
 @pytest.mark.slow
 def test_merged_export_loads_without_peft_and_gives_the_adapted_outputs(tiny_model_dir, tmp_path, make_image):
     from safetensors.torch import load_file

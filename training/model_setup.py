@@ -19,6 +19,9 @@ def load_model_and_processor(script_args, model_args):
     from framelm.training.build import build_from_components
 
     dtype = model_args.dtype or "float32"
+    if script_args.init_from and (model_args.load_in_4bit or model_args.load_in_8bit):
+        raise ValueError("--load_in_4bit/--load_in_8bit quantize a saved model: build it first (`framelm init`), "
+                         "then train it with --model_name_or_path FOLDER")  # fmt: skip
     if script_args.init_from == ["tiny"]:
         from framelm.training.tiny import build_tiny_framelm
 
@@ -49,6 +52,11 @@ def quantization_config_for(model_args):
     from trl import get_quantization_config
 
     quantization = get_quantization_config(model_args)
+    if quantization is not None and model_args.dtype != "bfloat16":
+        # SFTTrainer casts every trainable parameter of a quantized model to bf16, the projector included, so the
+        # tower's features must be bf16 too: in fp32 the first step fails on a dtype mismatch
+        raise ValueError(f"--load_in_4bit/--load_in_8bit (QLoRA) trains in bf16: pass --dtype bfloat16, not "
+                         f"{model_args.dtype!r}")  # fmt: skip
     if quantization is not None:
         # full module paths: transformers 5 matches them from the start of a name (a bare "vision_tower" matches none)
         quantization.llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
