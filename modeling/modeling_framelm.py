@@ -5,8 +5,8 @@ sibling files only, so a saved folder loads with `trust_remote_code=True` where 
 
 How it departs from transformers' LLaVA-NeXT-Video: every image and every video frame of a batch goes through the
 tower in ONE batched pass (no per-modality passes), videos have a fixed frame count (NeMo Video-NeVA style, no
-padding), and a text-only training batch still touches the tower and projector so that DDP/ZeRO-3 see a gradient
-for every trainable parameter.
+padding), and a text-only batch still runs the tower and projector in a multi-process job, training or evaluating, so
+that DDP, ZeRO and FSDP find every rank in their collectives (see `FrameLMModel._needs_blank_media_pass`).
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ class FrameLMModel(FrameLMPreTrainedModel):
         return (image_embeds if pixel_values is not None else None), video_embeds
 
     def _zero_media_contribution(self, like: torch.Tensor) -> torch.Tensor:
-        # A text-only batch still sends one blank image through tower and projector and adds 0 * its sum: DDP and
-        # ZeRO-3 wait for a gradient from every trainable parameter and hang (or fail) without one.
+        """0 times the projected features of one blank image: the tower and projector run (and, in training, get a
+        zero gradient) without changing the result. See `_needs_blank_media_pass` for when."""
         size = self.config.vision_image_size
         blank = torch.zeros(1, self.config.vision_config.num_channels, size, size, device=like.device)
         image_embeds, _ = self.get_media_features(pixel_values=blank)
@@ -167,7 +167,25 @@ class FrameLMModel(FrameLMPreTrainedModel):
         flat = embeds.reshape(-1, embeds.shape[-1]).to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat)  # fills positions in order of appearance
 
-    def _media_towers_train(self) -> bool:
+    def _needs_blank_media_pass(self, cache=None) -> bool:
+        """Whether a forward pass without media must still run the tower and projector (on one blank image).
+
+        In every forward of a multi-process torch.distributed job, training or evaluating:
+        - DDP and ZeRO-1/2 reduce a gradient for every trainable parameter after each backward pass; a rank whose
+          batch had no media has none for the tower and projector, so DDP hangs and ZeRO fails the gloo/NCCL
+          collective (the shapes differ between ranks).
+        - ZeRO-3, FSDP and tensor parallelism gather the sharded weights of the tower and projector in every
+          forward, evaluation included and frozen or not; a rank that skips them leaves the others waiting in that
+          gather (ZeRO-3 hangs at the next training step, FSDP fails the collective).
+          The model cannot ask which engine wraps it in one way for all, so the rule keys on the process group.
+        - Except at a cached decoding step: media go in at prefill only, so no rank runs the tower there.
+        In one process too when training a tower or projector: a text-only batch then gives them a zero gradient
+        rather than none, so AdamW steps them (momentum, weight decay) exactly as in a multi-process run.
+        The cost is one image through the tower per text-only batch.
+        """
+        in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if in_group and torch.distributed.get_world_size() > 1:
+            return cache is None or cache.get_seq_length() == 0  # `cache`: the KV cache of this forward, if any
         modules = (self.vision_tower, self.multi_modal_projector)
         return self.training and any(p.requires_grad for m in modules for p in m.parameters())
 
@@ -196,7 +214,7 @@ class FrameLMModel(FrameLMPreTrainedModel):
                 inputs_embeds = self._scatter_media(input_ids, inputs_embeds, video_embeds, "video")
         elif has_media:
             raise ValueError("pixel inputs need input_ids to find the <image>/<video> positions; got inputs_embeds")
-        if not has_media and self._media_towers_train():
+        if not has_media and self._needs_blank_media_pass(cache):
             inputs_embeds = inputs_embeds + self._zero_media_contribution(inputs_embeds)
         return self.language_model(
             inputs_embeds=inputs_embeds,

@@ -3,12 +3,12 @@ and the short demo. Slow by nature (each run builds a Trainer), so marked slow; 
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from support.processes import free_port, run_process
 from transformers import TrainerCallback
 from trl import ModelConfig, TrlParser
 
@@ -163,13 +163,14 @@ def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path
     out = tmp_path / "ddp"
     config = os.path.join(os.path.dirname(__file__), "..", "training", "accelerate_configs", "ddp.yaml")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
-               "--mixed_precision", "no", "-m", "framelm.training.train", "--model_name_or_path", str(tiny_model_dir),
+               "--main_process_port", str(free_port()), "--mixed_precision", "no", "-m", "framelm.training.train",
+               "--model_name_or_path", str(tiny_model_dir),
                "--dataset", str(data), "--output_dir", str(out), "--stage", "all", "--per_device_train_batch_size",
                "1", "--max_steps", "3", "--dataloader_num_workers", "0", "--report_to", "none", "--save_strategy",
                "no", "--logging_steps", "1", "--activation_checkpointing", "false",
                "--learning_rate", "1e-2"]  # fmt: skip
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)  # a hang = a failure
+    result = run_process(command, cwd=tmp_path, timeout=300, env=env)  # a hang = a failure, its ranks killed
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((out / "framelm_run.json").read_text())
     assert record["hyperparameters"]["num_processes"] == 2 and record["hyperparameters"]["global_steps"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from torch import nn
 
@@ -18,6 +19,9 @@ def load_model_and_processor(script_args, model_args):
     from framelm.training.build import build_from_components
 
     dtype = model_args.dtype or "float32"
+    if script_args.init_from and (model_args.load_in_4bit or model_args.load_in_8bit):
+        raise ValueError("--load_in_4bit/--load_in_8bit quantize a saved model: build it first (`framelm init`), "
+                         "then train it with --model_name_or_path FOLDER")  # fmt: skip
     if script_args.init_from == ["tiny"]:
         from framelm.training.tiny import build_tiny_framelm
 
@@ -28,23 +32,35 @@ def load_model_and_processor(script_args, model_args):
         overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
         return build_from_components(vision, language, dtype=dtype, **overrides)
 
-    from trl import get_quantization_config
-
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
 
-    quantization = get_quantization_config(model_args)
-    if quantization is not None:  # QLoRA quantizes the LM only: the tower and projector stay in full precision
-        quantization.llm_int8_skip_modules = ["vision_tower", "multi_modal_projector", "lm_head"]
     model = FrameLMForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization,
+        quantization_config=quantization_config_for(model_args),
     )
     processor = FrameLMProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     return model, processor
+
+
+def quantization_config_for(model_args):
+    """TRL's bitsandbytes config from `--load_in_4bit`/`--load_in_8bit` (None without), quantizing the LM only: the
+    tower, the projector and the LM head stay in full precision (QLoRA trains the projector in full)."""
+    from trl import get_quantization_config
+
+    quantization = get_quantization_config(model_args)
+    if quantization is not None and model_args.dtype != "bfloat16":
+        # SFTTrainer casts every trainable parameter of a quantized model to bf16, the projector included, so the
+        # tower's features must be bf16 too: in fp32 the first step fails on a dtype mismatch
+        raise ValueError(f"--load_in_4bit/--load_in_8bit (QLoRA) trains in bf16: pass --dtype bfloat16, not "
+                         f"{model_args.dtype!r}")  # fmt: skip
+    if quantization is not None:
+        # full module paths: transformers 5 matches them from the start of a name (a bare "vision_tower" matches none)
+        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+    return quantization
 
 
 def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
@@ -62,24 +78,30 @@ def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
         model.lm_head.requires_grad_(True)
     if stage == "all":
         inner.vision_tower.requires_grad_(True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}",
-                f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(parameter_count(p) for p in model.parameters())
+    logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}", f"{total:,}")
+
+
+def parameter_count(parameter: nn.Parameter) -> int:
+    """Elements of a parameter; under ZeRO-3 each process holds an empty placeholder whose full size is `ds_numel`."""
+    return getattr(parameter, "ds_numel", parameter.numel())
 
 
 def peft_config_for(model_args, stage: str):
-    """A LoRA config on the LM's linear layers; the projector (and the tower at stage `all`) train in full."""
+    """TRL's LoRA config from `ModelConfig` (every `lora_*` option counts), with framelm's defaults: LoRA on the LM's
+    linear layers unless `--lora_target_modules` says otherwise, and the projector (and the tower at stage `all`)
+    trained in full next to any `--lora_modules_to_save`."""
     if not model_args.use_peft:
         return None
-    from peft import LoraConfig
+    from trl import get_peft_config
 
-    return LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules or LM_LORA_TARGETS,
-        modules_to_save=["multi_modal_projector"] + (["vision_tower"] if stage == "all" else []),
-        use_rslora=model_args.use_rslora,
-        use_dora=model_args.use_dora,
-        task_type="CAUSAL_LM",
+    trained_in_full = ["multi_modal_projector"] + (["vision_tower"] if stage == "all" else [])
+    extra = [name for name in model_args.lora_modules_to_save or [] if name not in trained_in_full]
+    return get_peft_config(
+        replace(
+            model_args,
+            lora_target_modules=model_args.lora_target_modules or LM_LORA_TARGETS,
+            lora_modules_to_save=trained_in_full + extra,
+        )
     )

@@ -2,8 +2,8 @@
 
     framelm train --config recipe.yaml                                     # one CPU or one GPU
     framelm train --config recipe.yaml --learning_rate 1e-5 --stage all    # any option of the recipe, overridden
-    accelerate launch --config_file training/accelerate_configs/ddp.yaml -m framelm.training.train --config r.yaml
-    accelerate launch --config_file training/accelerate_configs/zero3.yaml -m framelm.training.train --config r.yaml
+    framelm train --config recipe.yaml --accelerate_config zero3 --num_processes 8  # under accelerate launch
+    accelerate launch --config_file my_accelerate.yaml -m framelm.training.train --config recipe.yaml  # the same
 
 Options: ours (`FrameLMArguments`), every `SFTConfig`/`TrainingArguments` field, and TRL's `ModelConfig`
 (`model_name_or_path`, `use_peft`, `lora_r`, ...). Scale-out is accelerate's job: this script holds no distributed
@@ -15,11 +15,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from framelm.training.launch import launch_if_asked
+
+    argv = sys.argv[1:] if argv is None else argv
+    if (exit_code := launch_if_asked(argv)) is not None:  # --accelerate_config, --num_processes: re-run launched
+        return exit_code
     from trl import ModelConfig, TrlParser
 
     from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
@@ -39,7 +45,9 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
     from framelm.training.run_record import write_run_record
     from framelm.training.trainer import FrameLMTrainer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=process_log_level(training_args), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not (model_args.model_name_or_path or script_args.init_from):
         raise ValueError("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
     if script_args.dataset is None:
@@ -47,7 +55,8 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
     share_cores_with_workers(training_args.dataloader_num_workers)
     model, processor = load_model_and_processor(script_args, model_args)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
-    data = prepare_datasets(script_args, processor, max_length=training_args.max_length, seed=training_args.seed)
+    with prepared_once(training_args):
+        data = prepare_datasets(script_args, processor, max_length=training_args.max_length, seed=training_args.seed)
     trainer = FrameLMTrainer(
         model=model,
         args=training_args,
@@ -66,6 +75,26 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
         write_run_record(training_args.output_dir, script_args, training_args, model_args, trainer, data.skipped)
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped)", training_args.output_dir, data.skipped)
     return trainer
+
+
+def process_log_level(training_args) -> int:
+    """INFO (or `--log_level`) on the main process, `--log_level_replica` (default: warning) on the others."""
+    if training_args.should_log and training_args.log_level == "passive":
+        return logging.INFO
+    return training_args.get_process_log_level()
+
+
+@contextmanager
+def prepared_once(training_args):
+    """Data preparation on the main process first; the others then find its work in the `datasets` cache, and log
+    only errors: the main process has already reported every skipped record once."""
+    with training_args.main_process_first(desc="data preparation"):
+        if not training_args.should_log:
+            logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def share_cores_with_workers(num_workers: int) -> None:

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "go into the card's metadata; a local path is shown by its base name.",
     )
     parser.add_argument("--max-shard-size", default="5GB", help="Largest safetensors shard (default 5GB).")
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="MODEL is a LoRA run (`framelm train --use_peft`): fold its adapters into the base model named in its "
+        "adapter_config.json, so that the export is a plain model that loads without peft.",
+    )
     return parser  # fmt: skip
 
 
@@ -82,17 +88,18 @@ def export(
     license_id: str = "apache-2.0",
     datasets: list[str] | None = None,
     max_shard_size: str = "5GB",
+    merge_lora: bool = False,
 ) -> Exported:
     """Write the Hub folder `out` from the FrameLM in `model_dir`, all inputs checked before anything is written."""
-    from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
+    from framelm.training.hub.merge_lora import load_for_export
     from framelm.training.run_record import RUN_RECORD, read_run_record
 
     source, out = Path(model_dir), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder: export into a new folder")
     evaluation = evaluation_from_judge(Path(eval_results), candidate) if eval_results else None
-    model = FrameLMForConditionalGeneration.from_pretrained(source)
+    model = load_for_export(source, merge_lora)
     processor = FrameLMProcessor.from_pretrained(source)
     run = read_run_record(source)
     result = Exported(folder=out)
@@ -143,6 +150,7 @@ def main(argv: list[str]) -> int:
             license_id=args.license,
             datasets=args.dataset,
             max_shard_size=args.max_shard_size,
+            merge_lora=args.merge_lora,
         )
     except (ValueError, OSError) as err:
         print(f"framelm export: error: {err}", file=sys.stderr)
