@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from framelm.training.eval.judge.backends import JudgeUnavailableError, OpenAIChatJudge, chat_completions_url
-from framelm.training.eval.judge.protocol import RETRY_PROMPT, parse_scores, summarize
 from framelm.training.eval.judge.cli import main as judge_main
+from framelm.training.eval.judge.protocol import RETRY_PROMPT, parse_scores, summarize
 
 API_KEY = "sk-test-3f9c1a7e-must-never-be-logged"
 KEY_ENV = "FRAMELM_TEST_JUDGE_KEY"

@@ -14,19 +14,36 @@ LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|u
 
 
 def load_model_and_processor(script_args, model_args):
-    """`--init_from tiny`, `--init_from VISION LM`, or a saved FrameLM at `--model_name_or_path`."""
+    """`--init_from tiny`, `--init_from VISION LM`, or a saved FrameLM at `--model_name_or_path`; then
+    `--num_frames`, when given, set on both (`set_num_frames`)."""
+    model, processor = _load_or_build(script_args, model_args)
+    if script_args.num_frames is not None:
+        set_num_frames(processor, script_args.num_frames, model)
+    return model, processor
+
+
+def set_num_frames(processor, num_frames: int, model: nn.Module | None = None) -> None:
+    """The one place a command changes the frames per video: on the processor and the model's config, which are
+    saved with a trained model, so that generation, the model card and the run record say what training used.
+    Everything else (the collator, the token counts, validation, generation) reads `processor.num_frames`."""
+    if num_frames != processor.num_frames:
+        logger.info("frames per video: %d (the model's setting is %d)", num_frames, processor.num_frames)
+    processor.num_frames = num_frames
+    if model is not None:
+        model.config.num_frames = num_frames
+
+
+def _load_or_build(script_args, model_args):
     from framelm.training.build import build_from_components
 
     dtype = model_args.dtype or "float32"
     if script_args.init_from == ["tiny"]:
         from framelm.training.tiny import build_tiny_framelm
 
-        overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
-        return build_tiny_framelm(**overrides)
+        return build_tiny_framelm()
     if script_args.init_from:
         vision, language = script_args.init_from
-        overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
-        return build_from_components(vision, language, dtype=dtype, **overrides)
+        return build_from_components(vision, language, dtype=dtype)
 
     from trl import get_quantization_config
 

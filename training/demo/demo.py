@@ -45,14 +45,13 @@ def evaluate(model, processor, records: list[dict], media_dir: Path, batch_size:
     from framelm.training.eval.generate import answer, encode_prompt
 
     model.eval()
-    options = argparse.Namespace(media_base_path=str(media_dir), insert_media_token="left", system_prompt=None,
-                                 num_frames=None)  # fmt: skip
     correct, total = {}, {}
     scored = [r for r in records if r["type"] != "text"]
     for start in range(0, len(scored), batch_size):
         chunk = scored[start : start + batch_size]
         prompts = [
-            encode_prompt(processor, {"text": r["conversations"][0]["value"]} | _media_keys(r), options) for r in chunk
+            encode_prompt(processor, {"text": r["conversations"][0]["value"]} | _media_keys(r), str(media_dir))
+            for r in chunk
         ]
         with torch.inference_mode():
             replies = answer(model, processor, prompts, max_new_tokens=4, do_sample=False)
@@ -72,13 +71,11 @@ def _media_keys(record: dict) -> dict:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from transformers import set_seed
-    from trl import ModelConfig, TrlParser
 
-    from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
     from framelm.training.build import save_framelm
     from framelm.training.demo.data import write_split
     from framelm.training.tiny import build_tiny_framelm
-    from framelm.training.train import run
+    from framelm.training.train import parse_args, run
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -105,10 +102,7 @@ def main(argv: list[str]) -> int:
         overrides += ["--num_train_epochs", "3", "--per_device_train_batch_size", "16"]
     if args.max_steps:
         overrides += ["--max_steps", str(args.max_steps)]
-    script_args, training_args, model_args = TrlParser(
-        (FrameLMArguments, FrameLMSFTConfig, ModelConfig)
-    ).parse_args_and_config(overrides)
-    trainer = run(script_args, training_args, model_args)
+    trainer = run(*parse_args(overrides))
 
     model = trainer.model
     after = evaluate(model, processor, eval_records, eval_file.parent)
