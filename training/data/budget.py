@@ -64,18 +64,22 @@ def _measure_batch(batch: dict, processor, max_length: int | None) -> dict[str, 
     samples = [Sample.from_row(dict(zip(batch, values, strict=True))) for values in zip(*batch.values(), strict=True)]
     totals, medias = token_counts(processor, [sample.to_messages() for sample in samples])
     kept, used = [len(sample.turns) for sample in samples], list(totals)
-    too_long = [i for i, total in enumerate(totals) if max_length is not None and total > max_length]
-    for i in too_long:
-        kept[i] = 0  # `used` stays the whole count: right for a record of one exchange
-    # every shorter whole-exchange prefix of the records that do not fit, counted in one batch; counts only grow
-    # with the prefix, so the last one that fits is the longest
-    prefixes = [(i, end) for i in too_long for end in range(2, len(samples[i].turns), 2)]
-    counts, _ = token_counts(processor, [samples[i].truncated(end).to_messages() for i, end in prefixes])
-    for (i, end), count in zip(prefixes, counts, strict=True):
-        if end == 2 or count <= max_length:  # the first exchange's count stands for a record that cannot fit
-            used[i] = count
-        if count <= max_length:
-            kept[i] = end
+    # the records that do not fit: binary search over their number of whole exchanges, one batch per round, since
+    # a longer prefix never has fewer tokens. fits[i]: exchanges known to fit; too_many[i]: known not to fit.
+    fits = {i: 0 for i, total in enumerate(totals) if max_length is not None and total > max_length}
+    too_many = {i: len(samples[i].turns) // 2 for i in fits}
+    while active := [i for i in fits if fits[i] + 1 < too_many[i]]:
+        middle = {i: (fits[i] + too_many[i]) // 2 for i in active}
+        counts, _ = token_counts(processor, [samples[i].truncated(2 * middle[i]).to_messages() for i in active])
+        for i, count in zip(active, counts, strict=True):
+            if count <= max_length:
+                fits[i], used[i] = middle[i], count
+            else:
+                too_many[i] = middle[i]
+                if middle[i] == 1:
+                    used[i] = count  # the first exchange alone does not fit: what it needs
+    for i, exchanges in fits.items():
+        kept[i] = 2 * exchanges  # 0: not even the first exchange fits (`used` is then what it needs)
     return dict(batch) | {"kept_turns": kept, "num_tokens": used, "total_tokens": totals, "media_tokens": medias}
 
 
