@@ -11,6 +11,9 @@ logger = logging.getLogger(__name__)
 # Linear layers of the causal LM that LoRA adapts by default (Llama/Qwen/Mistral/Gemma names); the tower and the
 # projector are never LoRA targets: the projector trains fully, the tower only at stage `all`.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# Modules QLoRA leaves unquantized, as full names from the model's root: transformers matches these patterns from the
+# start of a module's name (a bare "vision_tower" would match nothing and the tower would be quantized)
+KEPT_IN_FULL_PRECISION = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def load_model_and_processor(script_args, model_args):
@@ -52,7 +55,7 @@ def _load_or_build(script_args, model_args):
 
     quantization = get_quantization_config(model_args)
     if quantization is not None:  # QLoRA quantizes the LM only: the tower and projector stay in full precision
-        quantization.llm_int8_skip_modules = ["vision_tower", "multi_modal_projector", "lm_head"]
+        quantization.llm_int8_skip_modules = KEPT_IN_FULL_PRECISION
     model = FrameLMForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
@@ -72,16 +75,24 @@ def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
     if use_peft and stage == "projector":
         raise ValueError("--stage projector trains the projector only; LoRA (--use_peft) adapts the LM: pick one")
     inner = model.model
-    model.requires_grad_(False)
-    inner.multi_modal_projector.requires_grad_(True)
+    _trainable(model, False)
+    _trainable(inner.multi_modal_projector, True)
     if stage in ("full", "all") and not use_peft:
-        inner.language_model.requires_grad_(True)
-        model.lm_head.requires_grad_(True)
+        _trainable(inner.language_model, True)
+        _trainable(model.lm_head, True)
     if stage == "all":
-        inner.vision_tower.requires_grad_(True)
+        _trainable(inner.vision_tower, True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}",
                 f"{sum(p.numel() for p in model.parameters()):,}")  # fmt: skip
+
+
+def _trainable(module: nn.Module, on: bool) -> None:
+    """`requires_grad` of the module's floating-point parameters: QLoRA's 4-bit weights are integers, which torch
+    refuses to mark either way (they never train; LoRA adapters do)."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            parameter.requires_grad_(on)
 
 
 def peft_config_for(model_args, stage: str):
