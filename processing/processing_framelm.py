@@ -22,6 +22,8 @@ from .chat_template_framelm import DEFAULT_CHAT_TEMPLATE
 from .image_processing_framelm import FrameLMImageProcessor
 from .media_framelm import load_image, load_video, sample_frame_indices
 
+INSERT_MEDIA_CHOICES = ("left", "right")
+
 
 def _is_image(item) -> bool:
     if isinstance(item, (str, os.PathLike)):

@@ -54,20 +54,6 @@ def test_every_key_is_an_option_commented_with_its_type_and_not_a_default(recipe
     )
 
 
-@pytest.fixture
-def data(tmp_path, make_image, make_mp4) -> Path:
-    make_image("red.png", color=(255, 0, 0)), make_mp4("clip.mp4", num_frames=8)
-    records = [
-        {"id": "a", "image": "red.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                          {"from": "gpt", "value": "red"}]},
-        {"id": "b", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"},
-                                                           {"from": "gpt", "value": "a bar"}]},
-    ]  # fmt: skip
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
 def bitsandbytes_runs_here() -> str:
     """'' when bitsandbytes imports and quantizes on this machine, else why not."""
     try:
@@ -82,7 +68,7 @@ def bitsandbytes_runs_here() -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem != "demo"], ids=lambda p: p.stem)
-def test_every_recipe_trains_one_step_on_the_tiny_model(recipe, tiny_model_dir, data, tmp_path):
+def test_every_recipe_trains_one_step_on_the_tiny_model(recipe, tiny_model_dir, llava_data, tmp_path):
     if recipe.stem == "qlora":
         why = bitsandbytes_runs_here()
         assert not why, f"QLoRA needs a working bitsandbytes (pip install 'framelm[qlora]'): {why}"
@@ -90,7 +76,7 @@ def test_every_recipe_trains_one_step_on_the_tiny_model(recipe, tiny_model_dir, 
     # QLoRA computes in bf16 (TRL casts the trainable parameters to it): bf16 autocast on the CPU, as on a GPU
     extra = ["--use_cpu", "true", "--bf16", "true"] if recipe.stem == "qlora" else []
     trainer = run(*parse_args(["--config", str(recipe), "--model_name_or_path", str(tiny_model_dir), "--dataset",
-                               str(data), "--output_dir", str(out), *MACHINE, *extra]))  # fmt: skip
+                               str(llava_data), "--output_dir", str(out), *MACHINE, *extra]))  # fmt: skip
     assert trainer.state.global_step == 1
     assert (out / "processor_config.json").exists() and (out / "framelm_run.json").exists()
     trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}

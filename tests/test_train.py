@@ -17,28 +17,6 @@ from framelm.training.train import parse_args, run
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def llava_data(tmp_path, make_image, make_mp4):
-    """Six LLaVA records: images, a video, both, and text-only ones, with their media beside the file."""
-    make_image("red.png", color=(255, 0, 0)), make_image("blue.png", color=(0, 0, 255))
-    make_mp4("clip.mp4", num_frames=8)
-    records = [
-        {"id": "a", "image": "red.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                          {"from": "gpt", "value": "red"}]},
-        {"id": "b", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"},
-                                                           {"from": "gpt", "value": "a bar"}]},
-        {"id": "c", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
-        {"id": "d", "image": "blue.png", "video": "clip.mp4",
-         "conversations": [{"from": "human", "value": "<image><video>Same colour?"}, {"from": "gpt", "value": "no"}]},
-        {"id": "e", "conversations": [{"from": "human", "value": "Say no."}, {"from": "gpt", "value": "no"}]},
-        {"id": "f", "image": "blue.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                           {"from": "gpt", "value": "blue"}]},
-    ]  # fmt: skip
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
 def train_args(model_dir, data, out, *extra):
     argv = ["--model_name_or_path", str(model_dir), "--dataset", str(data), "--output_dir", str(out),
             "--per_device_train_batch_size", "2", "--max_steps", "2", "--learning_rate", "1e-2",
@@ -195,26 +173,6 @@ def test_num_frames_given_to_train_is_saved_with_the_model_and_exported(tmp_path
     card = (hub / "README.md").read_text()
     assert "| Tokens per video | 2 frames x 16 tokens = 32 |" in card and "4 frames" not in card
     assert json.loads((hub / "processor_config.json").read_text())["num_frames"] == 2
-
-
-def test_user_errors_are_one_line_and_exit_code_2(tmp_path, llava_data, tiny_model_dir, capsys):
-    base = ["train", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
-    for argv, message in [
-        (base, "say what to train on: --dataset"),
-        ([*base, "--dataset", str(llava_data), "--stage", "lm"], "invalid choice: 'lm'"),
-        ([*base, "--dataset", str(llava_data), "--bad_records", "maybe"], "invalid choice: 'maybe'"),
-        ([*base, "--dataset", str(llava_data), "--num_frames", "0"], "--num_frames 0 must be at least 1"),
-        (["train", "--dataset", str(llava_data)], "say which model to train"),
-    ]:
-        assert cli(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    recipe = tmp_path / "bad.yaml"
-    recipe.write_text("stage: lm\n")  # a YAML value is not checked by argparse: the dataclass refuses it
-    assert cli([*base, "--dataset", str(llava_data), "--config", str(recipe)]) == 2
-    assert "--stage 'lm' is not one of ('projector', 'full', 'all')" in capsys.readouterr().err
-    assert cli(["train", "--help"]) == 0
-    assert capsys.readouterr().out.startswith("usage: framelm train")
 
 
 def test_the_quick_demo_learns(tmp_path):

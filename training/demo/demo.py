@@ -2,6 +2,7 @@
 
     framelm demo --out demo_out            # full run: data, tiny model, training, held-out accuracy before/after
     framelm demo --out demo_out --quick    # a short run for tests
+    framelm demo --out demo_out --write-readme README.md   # and write the README's table from this run
 
 It draws a synthetic task that can only be solved by looking (see `data.py`), builds a tiny FrameLM from
 scratch, trains it with the same code path as `framelm train` (the shipped recipe `recipes/demo.yaml`), prints
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="A short run (about a minute) that shows learning.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, the model and the training.")
     parser.add_argument("--max-steps", type=int, default=None, help="Stop training after this many steps.")
+    parser.add_argument(
+        "--write-readme", metavar="README", help="Write this run's table between the demo markers of README."
+    )
     return parser
 
 
@@ -74,6 +78,8 @@ def main(argv: list[str]) -> int:
 
     from framelm.training.build import save_framelm
     from framelm.training.demo.data import write_split
+    from framelm.training.demo.report import write_readme
+    from framelm.training.env import report as env_report
     from framelm.training.tiny import build_tiny_framelm
     from framelm.training.train import parse_args, run
 
@@ -110,11 +116,14 @@ def main(argv: list[str]) -> int:
     metrics = {"before": before, "after": after, "seconds": round(time.perf_counter() - start, 1), "mode": mode,
                "train_records": sum(counts.values()), "steps": trainer.state.global_step,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "targets": TARGETS}  # fmt: skip
+               "targets": TARGETS, "machine": env_report()}  # fmt: skip
     save_framelm(model, processor, out)
     (out / "demo_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(_table(before, after))
     print(f"{metrics['steps']} steps in {metrics['seconds']} s; model saved to {out}, metrics in demo_metrics.json")
+    if args.write_readme:
+        write_readme(metrics, args.write_readme)
+        print(f"demo table written to {args.write_readme}")
     return 0
 
 

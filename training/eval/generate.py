@@ -75,12 +75,7 @@ def _cuda() -> bool:
 
 
 def generation_kwargs(
-    max_new_tokens: int,
-    repetition_penalty: float = 1.0,
-    greedy: bool = False,
-    temperature: float = 0.2,
-    top_p: float = 0.9,
-    top_k: int = 0,
+    *, max_new_tokens: int, repetition_penalty: float, greedy: bool, temperature: float, top_p: float, top_k: int
 ) -> dict:
     """NeVA's sampling options as `generate` keywords (`top_k=0`: no top-k limit)."""
     kwargs = {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
@@ -184,8 +179,10 @@ def main(argv: list[str]) -> int:
     output = Path(args.output_file)
     done = completed_ids(output)
     todo = [p for p in prompts if p.get("question_id") not in done]
-    settings = generation_kwargs(args.max_new_tokens, args.repetition_penalty, args.greedy, args.temperature,
-                                 args.top_p, args.top_k)  # fmt: skip
+    settings = generation_kwargs(
+        max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty, greedy=args.greedy,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+    )  # fmt: skip
     failed = []
     with output.open("ab") as handle, tqdm(total=len(todo), desc="generating", unit="prompt") as bar:
         for start in range(0, len(todo), args.batch_size):
