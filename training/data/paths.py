@@ -38,15 +38,16 @@ def is_url(path: str) -> bool:
 def resolve_media_path(path: str, root: str, allow_outside_root: bool = False) -> str:
     """`path` joined to `root` and normalized (symlinks are kept as written); raises `OutsideRootError` when its real
     location is outside `root`. `root=""` is the current folder."""
-    for marker in FOLDER_MARKERS:
-        if path.startswith(marker):
-            path = path[len(marker) :]
-            break
+    if path.startswith("{"):
+        for marker in FOLDER_MARKERS:
+            if path.startswith(marker):
+                path = path[len(marker) :]
+                break
     if is_url(path):
         return path
     if is_url(root):
         return _join_remote(path, root, allow_outside_root)
-    if posixpath.isabs(path):
+    if path.startswith("/"):
         resolved = posixpath.normpath(path)
     elif _NEEDS_NORMALIZING.search(path):
         resolved = posixpath.normpath(posixpath.join(_normalized(root), path))
@@ -54,35 +55,48 @@ def resolve_media_path(path: str, root: str, allow_outside_root: bool = False) -
         resolved = f"{_normalized(root).rstrip('/')}/{path}" if root else path
     if not allow_outside_root:
         real = _real(resolved)
-        if not _inside(real, _real_folder(root)):
+        if not _inside(real, _real_folder(root)[0]):
             raise OutsideRootError(path, real, root)
     return resolved
 
 
 def _join_remote(path: str, root: str, allow_outside_root: bool) -> str:
     relative = posixpath.normpath(path)
-    escapes = posixpath.isabs(path) or relative == ".." or relative.startswith("../")
+    escapes = path.startswith("/") or relative == ".." or relative.startswith("../")
     if escapes and not allow_outside_root:
         raise OutsideRootError(path, relative, root)
-    return path if posixpath.isabs(path) else f"{root.rstrip('/')}/{relative}"
+    return path if path.startswith("/") else f"{root.rstrip('/')}/{relative}"
 
 
 def _real(path: str) -> str:
-    """The real location of `path`: its folder's realpath (cached: records share folders) plus its own name,
-    followed when it is itself a symlink. One `lstat` per path."""
-    folder, name = posixpath.split(path)
-    real = posixpath.join(_real_folder(folder), name) if name else _real_folder(folder)
-    return os.path.realpath(real) if name and os.path.islink(real) else real
+    """The real location of `path`: its folder's realpath plus its own name, followed when that name is a symlink."""
+    folder, _, name = path.rpartition("/")
+    real_folder, links = _real_folder(folder or ("/" if path.startswith("/") else ""))
+    if not name:
+        return real_folder
+    real = f"{real_folder.rstrip('/')}/{name}"
+    return os.path.realpath(real) if name in links else real
 
 
-def _real_folder(folder: str) -> str:
-    # only absolute folders are cached: a relative one depends on the working directory
-    return _real_absolute_folder(folder) if posixpath.isabs(folder) else os.path.realpath(folder or ".")
+def _real_folder(folder: str) -> tuple[str, frozenset[str]]:
+    """(realpath, names of the symlinks in it). Absolute folders are cached: records share a few folders, so a
+    million paths cost a few directory reads instead of a million `lstat`s. A relative folder depends on the working
+    directory and is looked up each time."""
+    return _absolute_folder(folder) if folder.startswith("/") else _folder_info(folder or ".")
 
 
 @functools.lru_cache(maxsize=4096)
-def _real_absolute_folder(folder: str) -> str:
-    return os.path.realpath(folder)
+def _absolute_folder(folder: str) -> tuple[str, frozenset[str]]:
+    return _folder_info(folder)
+
+
+def _folder_info(folder: str) -> tuple[str, frozenset[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            links = frozenset(entry.name for entry in entries if entry.is_symlink())
+    except OSError:  # missing, not a folder, or unreadable: nothing in it can point elsewhere
+        links = frozenset()
+    return os.path.realpath(folder), links
 
 
 def _inside(real: str, real_root: str) -> bool:
