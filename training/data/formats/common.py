@@ -79,6 +79,27 @@ def video_kind(path: str) -> str:
     return "video" if posixpath.splitext(path)[1] else "frames"
 
 
+def sample_with_media(
+    record: dict,
+    where: str,
+    options: ReadOptions,
+    messages: list[tuple[str, str]],
+    media_keys: tuple[str, str],
+    system_key: str,
+    inline: dict[int, tuple[str, str]] | None = None,
+) -> Sample | RecordProblem:
+    """`build_sample` with the media lists under `media_keys` (images, videos) and the system prompt under
+    `system_key`, each checked for its type first."""
+    images, videos = (as_path_list(record.get(key), key) for key in media_keys)
+    for paths in (images, videos):
+        if isinstance(paths, str):
+            return problem(record, where, "bad_media_path", paths, "give a path string or a list of path strings")
+    system = record.get(system_key)
+    if system is not None and not isinstance(system, str):
+        return problem(record, where, "bad_turn", f"{system_key!r} is not a string", "make it a string or remove it")
+    return build_sample(record, where, options, messages, images, videos, system=system or "", inline=inline)
+
+
 def build_sample(
     record,
     where: str,
