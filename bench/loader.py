@@ -9,7 +9,8 @@ the last batch, in rounds that alternate the two sides; the best round counts (t
 recorded too). Each record: one ten-second 854x480 30 fps H.264 video (4 files: GOP 30 and 250, 2 scenes, generated
 once into `--cache`) and ~100 text tokens. Both produce 8 frames, CLIP preprocessing (shortest edge 224, centre crop
 224, bicubic, CLIP mean/std: LlavaNextVideoVideoProcessor's defaults and bench 3's tower) and 392 video tokens.
-  framelm  `FrameLMCollator` (max_length 4096, training's default) over `FrameLMProcessor`: the training path.
+  framelm  `FrameLMCollator` over `FrameLMProcessor`, rows measured at max_length 4096 (training's default):
+           the training path.
   peer     a collate_fn doing `transformers.video_utils.load_video(path, backend="pyav")` per video, then
            `LlavaNextVideoProcessor(text=chat-rendered prompts, videos=frames, padding=True)`, labels = input_ids
            with padding masked (the usual transformers fine-tuning recipe).
@@ -159,7 +160,7 @@ def check_equal_work(ours, peer, dataset) -> dict:
     row = dataset[0]
     path = row["media"][0]["path"]
     same_frames = np.array_equal(load_video(path, NUM_FRAMES).frames.numpy(), PeerCollator(peer).frames(path))
-    a, b = FrameLMCollator(ours, max_length=4096)([row]), PeerCollator(peer)([row])
+    a, b = FrameLMCollator(ours)([row]), PeerCollator(peer)([row])
     std = torch.tensor(peer.video_processor.frame_processor.image_std).view(1, 1, 3, 1, 1)
     grey = ((a["pixel_values_videos"] - b["pixel_values_videos"]).abs() * std * 255).round()
     return {"raw_frames_identical": same_frames, "max_grey_levels": grey.max().item(),
@@ -192,21 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     samples, rounds = (24, 3) if args.quick else (96, 5)
 
     from framelm.training.collator import FrameLMCollator
+    from framelm.training.data.arguments import DataArguments
+    from framelm.training.data.budget import measure_lengths
     from framelm.training.data.loading import load_samples
 
     args.cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     videos = [make_video(args.cache, gop, seed) for gop, seed in VIDEOS]
     records = make_records(args.cache, videos, samples)
-    dataset = load_samples(str(records), video_folder=str(args.cache), cache_dir=str(args.cache / "hf")).dataset
-    print(f"{len(videos)} videos, {len(dataset)} records ready in {time.perf_counter() - start:.0f} s ({args.cache})")
+    data = DataArguments(dataset=str(records), video_folder=str(args.cache), cache_dir=str(args.cache / "hf"))
     ours, peer = build_processors()
+    dataset = measure_lengths(load_samples(data).dataset, ours, max_length=4096)  # as `framelm train` prepares it
+    print(f"{len(videos)} videos, {len(dataset)} records ready in {time.perf_counter() - start:.0f} s ({args.cache})")
     check = check_equal_work(ours, peer, dataset)
     # transformers' read_video_pyav never closes its container: freed by the cyclic GC inside a forked worker, its
     # decoder threads (which do not exist there) are joined forever. Free it here, before the workers fork.
     gc.collect()
     print(f"equal work: {check}")
-    collators = {"framelm": FrameLMCollator(ours, max_length=4096), "peer": PeerCollator(peer)}
+    collators = {"framelm": FrameLMCollator(ours), "peer": PeerCollator(peer)}
     rates: dict[str, list[float]] = {name: [] for name in collators}
     for i in range(rounds):  # alternate the order so that load from other jobs falls on both sides alike
         for name in list(collators)[:: 1 if i % 2 == 0 else -1]:

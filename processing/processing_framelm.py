@@ -133,27 +133,17 @@ class FrameLMProcessor(ProcessorMixin):
         Placeholders already in `text` are kept in place; a prompt with none gets all its media on the `left`
         (before the text, LLaVA style) or the `right` (after it, as NeVA's `insert_media_token=right`).
         """
-        if insert_media_token not in INSERT_MEDIA_CHOICES:
-            raise ValueError(f"insert_media_token={insert_media_token!r}: choose one of {INSERT_MEDIA_CHOICES}")
-        media = {"image": iter(images or []), "video": iter(videos or [])}
-        pattern = f"({re.escape(self.image_token)}|{re.escape(self.video_token)})"
-        content, placeholders = [], 0
-        for piece in re.split(pattern, text):
-            kind = "image" if piece == self.image_token else "video" if piece == self.video_token else None
-            if kind is None:
-                content += [{"type": "text", "text": piece}] if piece else []
-                continue
-            placeholders += 1
-            item = next(media[kind], None)
-            if item is None:
-                raise ValueError(f"the prompt has more {piece} placeholders than {kind}s given: {text!r}")
-            content.append({"type": kind, kind: item})
-        leftover = [{"type": kind, kind: item} for kind in ("image", "video") for item in media[kind]]
-        if leftover and placeholders:
-            raise ValueError(f"the prompt has fewer placeholders than media ({len(leftover)} left over): {text!r}")
-        content = leftover + content if insert_media_token == "left" else content + leftover
-        messages = [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}] if system_prompt else []
-        return messages + [{"role": "user", "content": content}]
+        from .messages_framelm import build_messages
+
+        return build_messages(
+            [("user", text)],
+            images or (),
+            videos or (),
+            image_token=self.image_token,
+            video_token=self.video_token,
+            system_prompt=system_prompt,
+            insert_media_token=insert_media_token,
+        )
 
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
         """transformers' `apply_chat_template`, passing this processor's `image_token` / `video_token` to a template

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,28 @@ def make_frame_folder(tmp_path):
         return write_frame_folder(tmp_path / name, pattern_frames(num_frames, height, width), fps=fps)
 
     return make
+
+
+@pytest.fixture
+def llava_data(tmp_path, make_image, make_mp4) -> Path:
+    """Six LLaVA records: images, a video, both, and text-only ones, with their media beside the file."""
+    make_image("red.png", color=(255, 0, 0)), make_image("blue.png", color=(0, 0, 255))
+    make_mp4("clip.mp4", num_frames=8)
+    records = [
+        {"id": "a", "image": "red.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
+                                                          {"from": "gpt", "value": "red"}]},
+        {"id": "b", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"},
+                                                           {"from": "gpt", "value": "a bar"}]},
+        {"id": "c", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
+        {"id": "d", "image": "blue.png", "video": "clip.mp4",
+         "conversations": [{"from": "human", "value": "<image><video>Same colour?"}, {"from": "gpt", "value": "no"}]},
+        {"id": "e", "conversations": [{"from": "human", "value": "Say no."}, {"from": "gpt", "value": "no"}]},
+        {"id": "f", "image": "blue.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
+                                                           {"from": "gpt", "value": "blue"}]},
+    ]  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
 
 
 # --- model fixtures ---------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""FrameLMCollator: labels token by token, padding, truncation at turn boundaries with media spans intact."""
+"""FrameLMCollator and the one padder: labels token by token, padding on either side. (Truncation is decided by the
+length rule before training: `test_length_rule.py`.)"""
 
-import pytest
 import torch
 
-from framelm.training.collator import IGNORE_INDEX, FrameLMCollator, TruncationError
+from framelm.training.batching import IGNORE_INDEX, collate, pad_sequences
+from framelm.training.collator import FrameLMCollator
 from framelm.training.data.sample import Media, Sample, Turn
 
 
@@ -54,38 +55,23 @@ def test_multi_turn_labels_and_padding(tiny_processor, make_image, make_mp4):
     assert batch["pixel_values_videos"].shape == (1, 4, 3, 32, 32)
 
 
-def test_truncation_drops_whole_exchanges_and_their_media(tiny_processor, make_image):
-    image = make_image("a.png")
-    sample = Sample(
-        turns=(
-            Turn("user", "<image>What colour is the shape?"),
-            Turn("assistant", "red"),
-            Turn("user", "<image>And this one?"),
-            Turn("assistant", "blue"),
-        ),
-        media=(Media("image", str(image)), Media("image", str(image))),
-        where="train.jsonl:7",
-    )
-    collator = FrameLMCollator(tiny_processor)
-    full = collator([sample.to_row()])["input_ids"].shape[1]
-    assert collator.length(sample.to_messages()) == full  # counted without decoding media
-    cut = FrameLMCollator(tiny_processor, max_length=full - 1)([sample.to_row()])
-    ids = cut["input_ids"][0]
-    assert len(ids) < full
-    assert (ids == tiny_processor.image_token_id).sum() == 16  # one whole image span left, never a partial one
-    assert tiny_processor.decode(ids[cut["labels"][0] != IGNORE_INDEX]) == "red<|im_end|>"
-    assert "pixel_values" in cut and cut["pixel_values"].shape[0] == 1
-
-
-def test_a_first_exchange_that_cannot_fit_is_reported_with_its_record(tiny_processor, make_image):
-    sample = red_square(make_image("red.png"))
-    with pytest.raises(
-        TruncationError, match=r"train.jsonl:1: the first exchange needs \d+ tokens .* max_length is 10"
-    ):
-        FrameLMCollator(tiny_processor, max_length=10)([sample.to_row()])
-
-
 def test_pad_to_multiple_of(tiny_processor):
     text_only = Sample(turns=(Turn("user", "Say yes."), Turn("assistant", "yes")))
     batch = FrameLMCollator(tiny_processor, pad_to_multiple_of=64)([text_only.to_row()])
     assert batch["input_ids"].shape[1] == 64 and batch["labels"].dtype == torch.long
+
+
+def test_one_padder_pads_on_the_side_asked_for():
+    sequences = [torch.tensor([5, 6, 7]), torch.tensor([8])]
+    right, right_mask = pad_sequences(sequences, 0, "right")
+    left, left_mask = pad_sequences(sequences, 0, "left", pad_to_multiple_of=4)
+    assert right.tolist() == [[5, 6, 7], [8, 0, 0]] and right_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert left.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]] and left_mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+    batch = collate(
+        [{"input_ids": torch.tensor([1, 2]), "labels": torch.tensor([-100, 2]), "pixel_values": torch.zeros(1, 3)},
+         {"input_ids": torch.tensor([3]), "labels": torch.tensor([3])}],
+        pad_token_id=9, side="left",
+    )  # fmt: skip
+    assert batch["input_ids"].tolist() == [[1, 2], [9, 3]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 2], [IGNORE_INDEX, 3]]
+    assert batch["pixel_values"].shape == (1, 3) and "pixel_values_videos" not in batch

@@ -11,6 +11,7 @@ import pytest
 from support.pattern_video import read_pattern_index
 
 from framelm.processing.media_framelm import load_video, probe_video
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
 from framelm.training.data.convert import split_counts, write_webdataset
 from framelm.training.data.extract_frames import extract_frames
@@ -38,9 +39,9 @@ def test_convert_to_arrow_round_trips_through_load_samples(tmp_path, data_file, 
     assert data_main(["convert", str(data_file), "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     assert "50 samples saved to" in capsys.readouterr().out
     saved = datasets.load_from_disk(str(out))
-    original = load_samples(str(data_file), cache_dir=str(tmp_path / "c"))
+    original = load_samples(DataArguments(dataset=str(data_file), cache_dir=str(tmp_path / "c")))
     assert saved.to_list() == original.dataset.to_list()
-    again = load_samples(str(out))  # a converted folder is a valid training source
+    again = load_samples(DataArguments(dataset=str(out)))  # a converted folder is a valid training source
     assert again.total == 50 and again.dataset[7]["id"] == "r7" and not again.problems
 
 
@@ -72,7 +73,7 @@ def test_split_counts_refuse_bad_weights():
 
 
 def test_webdataset_shards_split_and_stream_back(tmp_path, data_file):
-    loaded = load_samples(str(data_file), cache_dir=str(tmp_path / "c"))
+    loaded = load_samples(DataArguments(dataset=str(data_file), cache_dir=str(tmp_path / "c")))
     out = tmp_path / "wds"
     assert write_webdataset(loaded.dataset, str(out), split=(8, 2, 0), shard_size=15, seed=3) == {
         "train": 40,

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats import ReadOptions, detect_format, get_reader
 from framelm.training.data.jsonio import JSONRecordError, iter_raw_records, jsonl_shards, parse_record
 from framelm.training.data.loading import load_samples
@@ -90,7 +91,7 @@ QUESTION, ANSWER = "<image>\nWhat is shown?", "A red square."
 def load(tmp_path: Path, text: str, name: str = "data.jsonl", **kwargs):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    return load_samples(str(path), cache_dir=str(tmp_path / "cache"), **kwargs)
+    return load_samples(DataArguments(dataset=str(path), cache_dir=str(tmp_path / "cache"), **kwargs))
 
 
 def jsonl(*records) -> str:
@@ -253,7 +254,7 @@ BAD_RECORDS = [  # (record as JSON text, kind, words the problem must contain)
     (json.dumps({"id": "j", "conversations": conv("a", "<image>b"), "image": "x.jpg"}), "media_in_assistant_turn",
      "turn 2 (assistant)"),
     (json.dumps({"id": "k", "image": "../../etc/passwd", "conversations": conv("<image>", "b")}), "outside_root",
-     "escapes its root folder"),
+     "outside its root folder"),
     (json.dumps({"id": "l", "image": 7, "conversations": conv("<image>", "b")}), "bad_media_path", "'image' must be"),
     (json.dumps({"id": "m", "conversations": [*conv("a", "b"), {"from": "system", "value": "s"}, *conv("c", "d")]}),
      "role_order", "turn 3 is a system turn"),
@@ -281,7 +282,9 @@ def test_paths_outside_the_root_are_accepted_when_allowed():
     assert read(record, "d:1", ReadOptions(image_folder="/data", allow_outside_root=True)).media[0].path == (
         "/elsewhere/x.jpg"
     )
-    assert read(record, "d:1", ReadOptions(base_dir="/data")).media[0].path == "/elsewhere/x.jpg"  # no folder named
+    # with no folder named, the data file's own folder is the root: the same rule
+    refused = read(record, "d:1", ReadOptions(base_dir="/data"))
+    assert refused.kind == "outside_root" and "--allow-outside-root" in refused.fix
 
 
 def test_jsonl_syntax_errors_name_line_and_column():
@@ -378,7 +381,7 @@ def test_a_file_of_random_records_is_read_whole_and_every_line_accounted_for(tmp
     folder = tmp_path_factory.mktemp("fuzz")
     path = folder / "fuzz.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    loaded = load_samples(str(path), cache_dir=str(folder / "cache"), image_folder="/img")
+    loaded = load_samples(DataArguments(dataset=str(path), cache_dir=str(folder / "cache"), image_folder="/img"))
     assert loaded.total == len(records) == len(loaded.dataset) + len(loaded.problems)
     wheres = list(loaded.dataset["where"]) + [p.where for p in loaded.problems]
     lines = sorted(int(w.rsplit(":", 1)[1]) for w in wheres)

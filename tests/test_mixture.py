@@ -11,6 +11,7 @@ import pyarrow.parquet
 import pytest
 import yaml
 
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.convert import write_webdataset
 from framelm.training.data.loading import load_samples
 from framelm.training.data.mixture import (
@@ -111,7 +112,7 @@ def test_mixture_of_jsonl_parquet_and_csv_with_sampling_and_preprocess(mixture_f
          "columns": ["s3_path", "caption"], "prompt": "Caption this."},
     ]  # fmt: skip
     path = write_yaml(mixture_files / "mix.yaml", {"datasets": entries})
-    loaded = load_samples(path, seed=1, cache_dir=str(mixture_files / "cache"))
+    loaded = load_samples(DataArguments(dataset=path, sampling_seed=1, cache_dir=str(mixture_files / "cache")))
     sources = [row["source"] for row in loaded.dataset]
     # laion keeps rows with score >= 5.5 (i % 4 in {2, 3}) and min side >= 512 (i % 5 != 0)
     kept = [i for i in range(30) if i % 4 >= 2 and i % 5 != 0]
@@ -124,9 +125,9 @@ def test_mixture_of_jsonl_parquet_and_csv_with_sampling_and_preprocess(mixture_f
     assert laion[0].where == f"{mixture_files / 'captions.parquet'}:row {kept[0] + 1}"
     csv = [Sample.from_row(r) for r in loaded.dataset if r["source"] == "csv"]
     assert csv[0].turns[0].text == "<image>\nCaption this." and csv[0].where == csv[10].where
-    again = load_samples(path, seed=1, cache_dir=str(mixture_files / "cache2"))
+    again = load_samples(DataArguments(dataset=path, sampling_seed=1, cache_dir=str(mixture_files / "cache2")))
     assert again.dataset["id"] == loaded.dataset["id"]  # reproducible under the seed
-    other = load_samples(path, seed=2, cache_dir=str(mixture_files / "cache"))
+    other = load_samples(DataArguments(dataset=path, sampling_seed=2, cache_dir=str(mixture_files / "cache")))
     assert other.dataset["id"][:10] != loaded.dataset["id"][:10]
 
 
@@ -152,7 +153,7 @@ def test_lavida_o_style_entry_with_a_user_registered_function(mixture_files):
         path = write_yaml(mixture_files / "lavida.yaml", [entry])
         (parsed,) = load_mixture(path)
         assert parsed.kwargs == {"aes_cutoff": 5.67, "min_size": 512}
-        loaded = load_samples(path, cache_dir=str(mixture_files / "cache"))
+        loaded = load_samples(DataArguments(dataset=path, cache_dir=str(mixture_files / "cache")))
         expected = [f"s3://bucket/img/{i}.jpg" for i in range(30) if i % 4 >= 2 and i % 5 != 0]
         assert loaded.dataset["id"] == expected
         assert len(loaded.dataset) + loaded.left_out == loaded.total == 30
@@ -171,7 +172,7 @@ def test_a_failing_preprocess_fn_is_a_reported_problem(mixture_files):
         path = write_yaml(
             mixture_files / "m.yaml", [{"json_path": "captions.parquet", "preprocess_fn": "fails_on_seven"}]
         )
-        loaded = load_samples(path, cache_dir=str(mixture_files / "cache"))
+        loaded = load_samples(DataArguments(dataset=path, cache_dir=str(mixture_files / "cache")))
         (problem,) = loaded.problems
         assert problem.kind == "preprocess_error" and problem.where.endswith("captions.parquet:row 8")
         assert problem.problem == "preprocess_fn failed: KeyError: 'width'"
@@ -218,7 +219,7 @@ def test_streaming_a_mixture_yields_the_records_load_samples_selects(mixture_fil
          "aes_cutoff": 5.5},
     ]  # fmt: skip
     path = write_yaml(mixture_files / "mix.yaml", entries)
-    loaded = load_samples(path, seed=5, cache_dir=str(mixture_files / "cache"))
+    loaded = load_samples(DataArguments(dataset=path, sampling_seed=5, cache_dir=str(mixture_files / "cache")))
     streamed = list(stream_samples(path, seed=5))
     assert sorted(r["where"] for r in streamed) == sorted(loaded.dataset["where"])
     by_where = {r["where"]: r for r in loaded.dataset}
@@ -243,7 +244,7 @@ def test_streaming_applies_the_bad_record_policy(tmp_path, caplog):
 def test_webdataset_shards_stream_back_as_samples(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(llava_record(i)) + "\n" for i in range(25)))
-    loaded = load_samples(str(path), cache_dir=str(tmp_path / "cache"))
+    loaded = load_samples(DataArguments(dataset=str(path), cache_dir=str(tmp_path / "cache")))
     counts = write_webdataset(loaded.dataset, str(tmp_path / "wds"), split=(4, 1, 0), shard_size=8, seed=0)
     assert counts == {"train": 20, "val": 5}
     train = list(stream_samples(str(tmp_path / "wds" / "train-*.tar")))

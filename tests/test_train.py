@@ -10,34 +10,11 @@ import torch
 from safetensors.torch import load_file
 from support.processes import free_port, run_process
 from transformers import TrainerCallback
-from trl import ModelConfig, TrlParser
 
-from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
-from framelm.training.train import run
+from framelm.training.cli import main as cli
+from framelm.training.train import parse_args, run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def llava_data(tmp_path, make_image, make_mp4):
-    """Six LLaVA records: images, a video, both, and text-only ones, with their media beside the file."""
-    make_image("red.png", color=(255, 0, 0)), make_image("blue.png", color=(0, 0, 255))
-    make_mp4("clip.mp4", num_frames=8)
-    records = [
-        {"id": "a", "image": "red.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                          {"from": "gpt", "value": "red"}]},
-        {"id": "b", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"},
-                                                           {"from": "gpt", "value": "a bar"}]},
-        {"id": "c", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
-        {"id": "d", "image": "blue.png", "video": "clip.mp4",
-         "conversations": [{"from": "human", "value": "<image><video>Same colour?"}, {"from": "gpt", "value": "no"}]},
-        {"id": "e", "conversations": [{"from": "human", "value": "Say no."}, {"from": "gpt", "value": "no"}]},
-        {"id": "f", "image": "blue.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                           {"from": "gpt", "value": "blue"}]},
-    ]  # fmt: skip
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def train_args(model_dir, data, out, *extra):
@@ -45,7 +22,7 @@ def train_args(model_dir, data, out, *extra):
             "--per_device_train_batch_size", "2", "--max_steps", "2", "--learning_rate", "1e-2",
             "--dataloader_num_workers", "0", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
             "--activation_checkpointing", "false", "--seed", "0", *extra]  # fmt: skip
-    return TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig)).parse_args_and_config(argv)
+    return parse_args(argv)
 
 
 def changed_parameters(before_dir, after_dir) -> set[str]:
@@ -180,9 +157,26 @@ def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path
     assert changed == set(load_file(tiny_model_dir / "model.safetensors"))  # stage all: every parameter trained
 
 
-def test_the_quick_demo_learns(tmp_path):
-    from framelm.training.cli import main as cli
+def test_num_frames_given_to_train_is_saved_with_the_model_and_exported(tmp_path, llava_data):
+    """The frame-count bug: `--num_frames 2` on a 4-frame model trained on 2 frames but saved 4 everywhere."""
+    from framelm.training.tiny import build_tiny_framelm
 
+    four = build_tiny_framelm(tmp_path / "four", num_frames=4)
+    out, hub = tmp_path / "two", tmp_path / "hub"
+    trainer = run(*train_args(four, llava_data, out, "--num_frames", "2", "--max_steps", "1"))
+    assert trainer.processing_class.num_frames == 2
+    batch = trainer.data_collator([row for row in trainer.train_dataset if row["id"] == "b"])
+    assert batch["pixel_values_videos"].shape[1] == 2  # trained on 2 frames ...
+    assert json.loads((out / "processor_config.json").read_text())["num_frames"] == 2  # ... and saved as such
+    assert json.loads((out / "config.json").read_text())["num_frames"] == 2
+    assert json.loads((out / "framelm_run.json").read_text())["num_frames"] == 2
+    assert cli(["export", str(out), str(hub)]) == 0
+    card = (hub / "README.md").read_text()
+    assert "| Tokens per video | 2 frames x 16 tokens = 32 |" in card and "4 frames" not in card
+    assert json.loads((hub / "processor_config.json").read_text())["num_frames"] == 2
+
+
+def test_the_quick_demo_learns(tmp_path):
     assert cli(["demo", "--out", str(tmp_path / "demo"), "--quick"]) == 0
     metrics = json.loads((tmp_path / "demo" / "demo_metrics.json").read_text())
     assert set(metrics) >= {"before", "after", "seconds"}

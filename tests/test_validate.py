@@ -1,4 +1,5 @@
-"""`framelm data validate`: every kind of bad record found with its line, id and fix; the counts add up."""
+"""`framelm data validate`: every kind of bad record found with its line, id and fix, errors told apart from
+warnings; the counts add up."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from framelm.training.data.budget import TokenBudget
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
 from framelm.training.data.validate import check_media_file, validate
 
@@ -52,6 +53,7 @@ GOOD = [
     {"id": "frames", "video": "clip", "conversations": conversation("<video>\nWhat?")},
     {"id": "text", "conversations": conversation("Hello")},
 ]
+WARNED = {"gray", "rgba", "cmyk", "pixel", "two"}  # they train (converted to RGB, or kept as they are): warnings
 BAD = [  # (record, problem kinds expected)
     ({"id": "missing", "image": "nowhere.png", "conversations": conversation("<image>")}, ["missing_file"]),
     ({"id": "gray", "image": "gray.png", "conversations": conversation("<image>")}, ["unusual_mode"]),
@@ -69,11 +71,18 @@ BAD = [  # (record, problem kinds expected)
 ]  # fmt: skip
 
 
+def data_args(path, tmp_path, media_root, **kwargs) -> DataArguments:
+    return DataArguments(dataset=str(path), image_folder=str(media_root), video_folder=str(media_root),
+                         cache_dir=str(tmp_path / "c"), **kwargs)  # fmt: skip
+
+
 def test_every_media_problem_is_reported_and_counts_add_up(tmp_path, media_root):
     path = write_jsonl(tmp_path / "train.jsonl", GOOD + [record for record, _ in BAD])
-    report = validate(path, image_folder=str(media_root), video_folder=str(media_root), cache_dir=str(tmp_path / "c"))
+    report = validate(data_args(path, tmp_path, media_root))
     assert report.total == len(GOOD) + len(BAD)
-    assert (report.good_records, report.bad_records) == (len(GOOD), len(BAD))
+    assert (report.good_records, report.bad_records) == (len(GOOD) + len(WARNED), len(BAD) - len(WARNED))
+    assert report.warned_records == len(WARNED)
+    assert {p.id for p in report.warnings} == WARNED and not WARNED & {p.id for p in report.errors}
     found = {}
     for problem in report.problems:
         found.setdefault(problem.id, []).append(problem.kind)
@@ -86,15 +95,16 @@ def test_every_media_problem_is_reported_and_counts_add_up(tmp_path, media_root)
     assert all(p.fix for p in report.problems)
     table = report.table()
     assert "records read" in table and "unusual_mode                         4" in table
+    headers = (table.index("\n  error "), table.index("\n  warning "))
+    assert headers[0] < table.index("missing_file") < headers[1] < table.index("unusual_mode")  # errors first
 
 
 def test_ignoring_a_kind_and_skipping_media(tmp_path, media_root):
     records = [GOOD[0], BAD[1][0], BAD[0][0]]  # good, grayscale, missing file
     path = write_jsonl(tmp_path / "train.jsonl", records)
-    kwargs = {"image_folder": str(media_root), "cache_dir": str(tmp_path / "c")}
-    ignored = validate(path, ignore=["unusual_mode"], **kwargs)
+    ignored = validate(data_args(path, tmp_path, media_root), ignore=["unusual_mode"])
     assert [p.id for p in ignored.problems] == ["missing"] and ignored.good_records == 2
-    structural = validate(path, check_media=False, **kwargs)
+    structural = validate(data_args(path, tmp_path, media_root), check_media=False)
     assert structural.ok and structural.good_records == 3
 
 
@@ -104,7 +114,7 @@ def test_cli_prints_the_table_writes_the_report_and_exits_non_zero(tmp_path, med
     argv = ["validate", path, "--image-folder", str(media_root), "--report", str(report_path)]
     assert data_main([*argv, "--cache-dir", str(tmp_path / "c")]) == 1
     out = capsys.readouterr().out
-    assert "with problems                        2" in out and "outside_root" in out
+    assert "with errors                          2" in out and "outside_root" in out
     lines = [json.loads(line) for line in report_path.read_text().splitlines()]
     assert [(r["where"], r["id"], r["kind"]) for r in lines] == [
         (f"{path}:2", "missing", "missing_file"),
@@ -119,7 +129,7 @@ def test_duplicated_bad_records_of_a_mixture_count_once_per_copy(tmp_path, media
     write_jsonl(tmp_path / "a.jsonl", [GOOD[0], BAD[0][0]])
     mix = tmp_path / "mix.yaml"
     mix.write_text(f"- json_path: a.jsonl\n  sampling_strategy: dup:3\n  image_folder: {media_root}\n")
-    report = validate(str(mix), cache_dir=str(tmp_path / "c"))
+    report = validate(DataArguments(dataset=str(mix), cache_dir=str(tmp_path / "c")))
     assert (report.total, report.good_records, report.bad_records, len(report.problems)) == (6, 3, 3, 3)
 
 
@@ -140,16 +150,13 @@ def test_max_length_reports_records_whose_first_exchange_cannot_fit(tmp_path, me
         {"id": "long", "image": "good.png", "conversations": conversation("<image>a", "b") + conversation("c " * 60)},
     ]
     path = write_jsonl(tmp_path / "train.jsonl", records)
-    report = validate(
-        path, video_folder=str(media_root), image_folder=str(media_root), max_length=60,
-        budget=TokenBudget.from_processor(tiny_processor), cache_dir=str(tmp_path / "c"),
-    )  # fmt: skip
+    report = validate(data_args(path, tmp_path, media_root), max_length=60, processor=tiny_processor)
     assert [(p.id, p.kind) for p in report.problems] == [("video", "too_long")]
-    assert report.problems[0].problem.startswith("would be truncated inside media tokens")
+    assert report.problems[0].problem.startswith("the first exchange needs 8")  # 64 video tokens and the template
     assert "max_length is 60" in report.problems[0].problem
     assert report.truncated == 1  # "long" keeps its first exchange
     with pytest.raises(ValueError, match="needs the model's processor"):  # nothing to count tokens with
-        validate(path, max_length=60)
+        validate(data_args(path, tmp_path, media_root), max_length=60)
 
 
 def test_cli_max_length_needs_a_model_and_uses_its_processor(tmp_path, tiny_model_dir, capsys):
@@ -161,3 +168,36 @@ def test_cli_max_length_needs_a_model_and_uses_its_processor(tmp_path, tiny_mode
     assert data_main([*base, "--model", str(tiny_model_dir)]) == 1  # 4 frames x 16 tokens > 40
     assert "too_long" in capsys.readouterr().out
     assert data_main([*base, "--model", str(tiny_model_dir), "--num-frames", "1"]) == 0  # 16 tokens fit
+
+
+def test_warnings_are_reported_but_only_errors_fail_the_command(tmp_path, media_root, capsys):
+    path = write_jsonl(tmp_path / "train.jsonl", [GOOD[0], BAD[1][0], BAD[4][0]])  # good, grayscale, one pixel
+    report_path = tmp_path / "report.jsonl"
+    argv = ["validate", path, "--image-folder", str(media_root), "--cache-dir", str(tmp_path / "c")]
+    assert data_main([*argv, "--report", str(report_path)]) == 0  # both records train: a zero exit code
+    out = capsys.readouterr().out
+    assert "with errors                          0" in out and "with warnings                        2" in out
+    assert "unusual_mode" in out and "tiny_image" in out
+    lines = [json.loads(line) for line in report_path.read_text().splitlines()]
+    assert [(r["id"], r["severity"]) for r in lines] == [("gray", "warning"), ("pixel", "warning")]
+
+
+def test_data_options_are_one_dataclass_with_dashed_flags_and_literal_choices(tmp_path, capsys):
+    from framelm.training.data.cli import parse
+
+    argv = ["d.jsonl", "--image-folder", "/i", "--video_folder", "/v", "--format", "sharegpt", "--no-media-check",
+            "--ignore", "a", "--ignore", "b"]  # fmt: skip
+    data, _, options = parse("validate", argv)
+    assert (data.dataset, data.image_folder, data.video_folder, data.data_format) == (
+        "d.jsonl",
+        "/i",
+        "/v",
+        "sharegpt",
+    )
+    assert options.media_check is False and options.ignore == ["a", "b"]
+    assert data_main(["validate", "d.jsonl", "--format", "csv"]) == 2  # a bad choice: argparse's error, no traceback
+    err = capsys.readouterr().err
+    assert "invalid choice: 'csv'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert data_main(["validate", "d.jsonl", "--bad-records", "maybe"]) == 2
+    assert data_main(["convert", "d.jsonl"]) == 2  # --out is required
+    assert "--out" in capsys.readouterr().err

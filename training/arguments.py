@@ -1,4 +1,5 @@
-"""The options of `framelm train`: ours (model source, data, stage) next to TRL's `SFTConfig` and `ModelConfig`.
+"""The options of `framelm train`: ours (model source, frames, stage) and the data options (`DataArguments`) next to
+TRL's `SFTConfig` and `ModelConfig`.
 
 Every field's help text is its documentation: `framelm train --help` prints them all. A YAML recipe sets any of them
 by name; command-line flags override the recipe.
@@ -7,19 +8,22 @@ by name; command-line flags override the recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from trl import SFTConfig
 
-STAGES = ("projector", "full", "all")
-BAD_RECORD_POLICIES = ("strict", "skip")
+from framelm.training.data.arguments import FramesArguments
+
+Stage = Literal["projector", "full", "all"]
+STAGES: tuple[str, ...] = get_args(Stage)
 
 
 @dataclass
-class FrameLMArguments:
-    """framelm's own options for `framelm train`."""
+class FrameLMArguments(FramesArguments):
+    """framelm's own options for `framelm train` (the data options are `DataArguments`)."""
 
-    # --- model ---
+    _argument_group_name = "framelm"
+
     init_from: list[str] | None = field(
         default=None,
         metadata={
@@ -27,36 +31,10 @@ class FrameLMArguments:
             "local folders or Hub ids) or the single value `tiny` (a tiny random model, for tests and demos)."
         },
     )
-    num_frames: int | None = field(
-        default=None,
-        metadata={"help": "Frames sampled per video; short videos repeat frames. Default: the model's own setting."},
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Evaluation data, same forms as `dataset`, read with the same options."}
     )
-    # --- data ---
-    dataset: str | None = field(
-        default=None, metadata={"help": "Training data: a json/jsonl/csv/parquet file or a mixture YAML."}
-    )
-    eval_dataset: str | None = field(default=None, metadata={"help": "Evaluation data, same forms as `dataset`."})
-    data_format: str = field(
-        default="auto", metadata={"help": "auto | llava | lmms | sharegpt. auto detects it from the records."}
-    )
-    image_folder: str | None = field(default=None, metadata={"help": "Root that relative image paths resolve to."})
-    video_folder: str | None = field(default=None, metadata={"help": "Root that relative video paths resolve to."})
-    user_key: str | None = field(
-        default=None, metadata={"help": "Role name of user turns in your data (e.g. `human`, `user`)."}
-    )
-    assistant_key: str | None = field(
-        default=None, metadata={"help": "Role name of assistant turns in your data (e.g. `gpt`, `assistant`)."}
-    )
-    allow_outside_root: bool = field(
-        default=False, metadata={"help": "Accept media paths that escape their root folder (refused by default)."}
-    )
-    bad_records: str = field(
-        default="strict",
-        metadata={"help": "strict: stop on the first bad record and list them all; skip: leave them out, count and "
-                  "report them in the logs. Never silent."},
-    )  # fmt: skip
-    # --- what to train ---
-    stage: str = field(
+    stage: Stage = field(
         default="full",
         metadata={
             "help": "projector: only the projector trains (LLaVA pretraining); full: projector + LM, tower frozen "
@@ -65,10 +43,9 @@ class FrameLMArguments:
     )
 
     def __post_init__(self):
-        if self.stage not in STAGES:
+        super().__post_init__()
+        if self.stage not in STAGES:  # a YAML recipe's values are not checked by argparse
             raise ValueError(f"--stage {self.stage!r} is not one of {STAGES}")
-        if self.bad_records not in BAD_RECORD_POLICIES:
-            raise ValueError(f"--bad_records {self.bad_records!r} is not one of {BAD_RECORD_POLICIES}")
         if self.init_from is not None and len(self.init_from) not in (1, 2):
             raise ValueError("--init_from takes `tiny` or two values: VISION_TOWER CAUSAL_LM")
         if self.init_from is not None and len(self.init_from) == 1 and self.init_from[0] != "tiny":

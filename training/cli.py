@@ -4,6 +4,7 @@
     framelm data validate train.json   # check every record before training
     framelm train --config recipe.yaml # TRL SFT, under `accelerate launch` for many GPUs
     framelm demo --out OUT             # the README's main job
+    framelm env                        # versions and devices, for bug reports
 
 Heavy libraries (torch, transformers, trl) are imported inside each subcommand, so `framelm --help` is instant.
 """
@@ -23,12 +24,31 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
     "export": ("hub.export", "Write a complete Hub folder with weights, remote code, processor and model card."),
     "push": ("hub.push", "Upload an exported folder to the Hugging Face Hub."),
+    "env": ("env", "Print the versions of framelm and its libraries and the devices seen, for bug reports."),
 }
+
+
+class OneLineErrors:
+    """argparse mixin: a usage error is one line (what is wrong, where the help is) and exit code 2. The full usage
+    of `framelm train` lists hundreds of options and would bury the message."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("framelm")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: framelm <command> [options]", "", "commands:"]
+    lines = ["usage: framelm <command> [options]    (framelm --version: the installed version)", "", "commands:"]
     lines += [f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()]
     lines += ["", "Run `framelm <command> --help` for the options of one command."]
     return "\n".join(lines)
@@ -38,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"framelm {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -12,10 +12,32 @@ logger = logging.getLogger(__name__)
 # Linear layers of the causal LM that LoRA adapts by default (Llama/Qwen/Mistral/Gemma names); the tower and the
 # projector are never LoRA targets: the projector trains fully, the tower only at stage `all`.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# Modules QLoRA leaves unquantized, as full names from the model's root: transformers matches these patterns from the
+# start of a module's name (a bare "vision_tower" would match nothing and the tower would be quantized)
+KEPT_IN_FULL_PRECISION = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def load_model_and_processor(script_args, model_args):
-    """`--init_from tiny`, `--init_from VISION LM`, or a saved FrameLM at `--model_name_or_path`."""
+    """`--init_from tiny`, `--init_from VISION LM`, or a saved FrameLM at `--model_name_or_path`; then
+    `--num_frames`, when given, set on both (`set_num_frames`)."""
+    model, processor = _load_or_build(script_args, model_args)
+    if script_args.num_frames is not None:
+        set_num_frames(processor, script_args.num_frames, model)
+    return model, processor
+
+
+def set_num_frames(processor, num_frames: int, model: nn.Module | None = None) -> None:
+    """The one place a command changes the frames per video: on the processor and the model's config, which are
+    saved with a trained model, so that generation, the model card and the run record say what training used.
+    Everything else (the collator, the token counts, validation, generation) reads `processor.num_frames`."""
+    if num_frames != processor.num_frames:
+        logger.info("frames per video: %d (the model's setting is %d)", num_frames, processor.num_frames)
+    processor.num_frames = num_frames
+    if model is not None:
+        model.config.num_frames = num_frames
+
+
+def _load_or_build(script_args, model_args):
     from framelm.training.build import build_from_components
 
     dtype = model_args.dtype or "float32"
@@ -25,12 +47,10 @@ def load_model_and_processor(script_args, model_args):
     if script_args.init_from == ["tiny"]:
         from framelm.training.tiny import build_tiny_framelm
 
-        overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
-        return build_tiny_framelm(**overrides)
+        return build_tiny_framelm()
     if script_args.init_from:
         vision, language = script_args.init_from
-        overrides = {"num_frames": script_args.num_frames} if script_args.num_frames else {}
-        return build_from_components(vision, language, dtype=dtype, **overrides)
+        return build_from_components(vision, language, dtype=dtype)
 
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
@@ -58,8 +78,7 @@ def quantization_config_for(model_args):
         raise ValueError(f"--load_in_4bit/--load_in_8bit (QLoRA) trains in bf16: pass --dtype bfloat16, not "
                          f"{model_args.dtype!r}")  # fmt: skip
     if quantization is not None:
-        # full module paths: transformers 5 matches them from the start of a name (a bare "vision_tower" matches none)
-        quantization.llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+        quantization.llm_int8_skip_modules = KEPT_IN_FULL_PRECISION
     return quantization
 
 
@@ -71,13 +90,13 @@ def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
     if use_peft and stage == "projector":
         raise ValueError("--stage projector trains the projector only; LoRA (--use_peft) adapts the LM: pick one")
     inner = model.model
-    model.requires_grad_(False)
-    inner.multi_modal_projector.requires_grad_(True)
+    _trainable(model, False)
+    _trainable(inner.multi_modal_projector, True)
     if stage in ("full", "all") and not use_peft:
-        inner.language_model.requires_grad_(True)
-        model.lm_head.requires_grad_(True)
+        _trainable(inner.language_model, True)
+        _trainable(model.lm_head, True)
     if stage == "all":
-        inner.vision_tower.requires_grad_(True)
+        _trainable(inner.vision_tower, True)
     trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
     total = sum(parameter_count(p) for p in model.parameters())
     logger.info("stage %s: %s of %s parameters trainable", stage, f"{trainable:,}", f"{total:,}")
@@ -86,6 +105,14 @@ def set_stage(model: nn.Module, stage: str, use_peft: bool = False) -> None:
 def parameter_count(parameter: nn.Parameter) -> int:
     """Elements of a parameter; under ZeRO-3 each process holds an empty placeholder whose full size is `ds_numel`."""
     return getattr(parameter, "ds_numel", parameter.numel())
+
+
+def _trainable(module: nn.Module, on: bool) -> None:
+    """`requires_grad` of the module's floating-point parameters: QLoRA's 4-bit weights are integers, which torch
+    refuses to mark either way (they never train; LoRA adapters do)."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            parameter.requires_grad_(on)
 
 
 def peft_config_for(model_args, stage: str):

@@ -14,14 +14,18 @@ CARD_HYPERPARAMETERS = (
 )  # fmt: skip
 
 
-def write_run_record(output_dir: str, script_args, training_args, model_args, trainer, skipped: int) -> Path:
+def write_run_record(
+    output_dir: str, script_args, data_args, training_args, model_args, trainer, skipped: int
+) -> Path:
+    """`trainer.processing_class` is the processor saved with the model: its `num_frames` is what training used."""
     args = training_args.to_dict()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     record = {
         "stage": script_args.stage,
         "use_peft": bool(model_args.use_peft),
         "lora_r": model_args.lora_r if model_args.use_peft else None,
-        "datasets": [d for d in (script_args.dataset, script_args.eval_dataset) if d],
+        "num_frames": trainer.processing_class.num_frames,
+        "datasets": [d for d in (data_args.dataset, script_args.eval_dataset) if d],
         "skipped_records": skipped,
         "hyperparameters": {key: args[key] for key in CARD_HYPERPARAMETERS if key in args}
         | {

@@ -5,9 +5,9 @@
     framelm train --config recipe.yaml --accelerate_config zero3 --num_processes 8  # under accelerate launch
     accelerate launch --config_file my_accelerate.yaml -m framelm.training.train --config recipe.yaml  # the same
 
-Options: ours (`FrameLMArguments`), every `SFTConfig`/`TrainingArguments` field, and TRL's `ModelConfig`
-(`model_name_or_path`, `use_peft`, `lora_r`, ...). Scale-out is accelerate's job: this script holds no distributed
-code and runs unchanged on one CPU, DDP, FSDP or DeepSpeed.
+Options: ours (`FrameLMArguments`), the data options (`DataArguments`), every `SFTConfig`/`TrainingArguments` field,
+and TRL's `ModelConfig` (`model_name_or_path`, `use_peft`, `lora_r`, ...). Scale-out is accelerate's job: this script
+holds no distributed code and runs unchanged on one CPU, DDP, FSDP or DeepSpeed.
 """
 
 from __future__ import annotations
@@ -21,22 +21,60 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from framelm.training.data.policy import BadRecordsError
     from framelm.training.launch import launch_if_asked
 
     argv = sys.argv[1:] if argv is None else argv
     if (exit_code := launch_if_asked(argv)) is not None:  # --accelerate_config, --num_processes: re-run launched
         return exit_code
-    from trl import ModelConfig, TrlParser
 
-    from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
-
-    parser = TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    run(script_args, training_args, model_args)
+    try:
+        script_args, data_args, training_args, model_args = parse_args(argv)
+    except SystemExit as exit:  # --help (0) or a usage error (2), already printed
+        return int(exit.code or 0)
+    try:
+        run(script_args, data_args, training_args, model_args)
+    except BadRecordsError as err:  # the message lists the records and the fixes: a traceback would bury it
+        print(f"framelm train: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
-def run(script_args, training_args, model_args, callbacks: list | None = None):
+def build_parser():
+    """`TrlParser` over our options, the data options, `SFTConfig` and `ModelConfig`; errors are one line."""
+    from trl import ModelConfig, TrlParser
+
+    from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
+    from framelm.training.cli import OneLineErrors
+    from framelm.training.data.arguments import DataArguments
+
+    class TrainParser(OneLineErrors, TrlParser):
+        pass
+
+    return TrainParser(
+        (FrameLMArguments, DataArguments, FrameLMSFTConfig, ModelConfig),
+        prog="framelm train",
+        description="Fine-tune a FrameLM with TRL's SFTTrainer. `--config recipe.yaml` sets any option below; "
+        "flags given here override it.",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple:
+    """(FrameLMArguments, DataArguments, FrameLMSFTConfig, ModelConfig) from a recipe and flags. A user error (an
+    unknown option, a bad value, no model or no data) exits with code 2 and one line saying what to fix."""
+    parser = build_parser()
+    try:
+        script_args, data_args, training_args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as err:  # a value a dataclass refuses, or a recipe key that is no option
+        parser.error(str(err))
+    if not (model_args.model_name_or_path or script_args.init_from):
+        parser.error("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
+    if data_args.dataset is None:
+        parser.error("say what to train on: --dataset FILE_OR_MIXTURE_YAML")
+    return script_args, data_args, training_args, model_args
+
+
+def run(script_args, data_args, training_args, model_args, callbacks: list | None = None):
     """Build or load the model, prepare the data under the bad-record policy, train, save a Hub-ready folder.
 
     `callbacks`: extra `transformers.TrainerCallback`s, for programmatic use (early stopping, custom logging)."""
@@ -48,15 +86,11 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
     logging.basicConfig(
         level=process_log_level(training_args), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not (model_args.model_name_or_path or script_args.init_from):
-        raise ValueError("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
-    if script_args.dataset is None:
-        raise ValueError("say what to train on: --dataset FILE_OR_MIXTURE_YAML")
     share_cores_with_workers(training_args.dataloader_num_workers)
     model, processor = load_model_and_processor(script_args, model_args)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
-    with prepared_once(training_args):
-        data = prepare_datasets(script_args, processor, max_length=training_args.max_length, seed=training_args.seed)
+    with prepared_once(training_args):  # other ranks then read the Arrow cache
+        data = prepare_datasets(data_args, processor, training_args.max_length, script_args.eval_dataset)
     trainer = FrameLMTrainer(
         model=model,
         args=training_args,
@@ -72,7 +106,8 @@ def run(script_args, training_args, model_args, callbacks: list | None = None):
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
-        write_run_record(training_args.output_dir, script_args, training_args, model_args, trainer, data.skipped)
+        write_run_record(training_args.output_dir, script_args, data_args, training_args, model_args, trainer,
+                         data.skipped)  # fmt: skip
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped)", training_args.output_dir, data.skipped)
     return trainer
 

@@ -1,141 +1,148 @@
-"""How many tokens a sample costs the model, counted without decoding a single image or video.
+"""THE length rule: how many leading whole exchanges of each record fit `max_length`, and their exact token count.
 
-The chat template is rendered with one placeholder per media item and tokenized in batches; the placeholders count 0
-text tokens, and each one then costs `tokens_per_image` or `tokens_per_video` (frames x tokens per frame), which is
-exactly what the processor expands it to. Vision tokens count toward `max_length` like any other: this is where
-users of every LLaVA-style trainer find their sequences silently cut.
+Computed once per dataset and processor, in one batched and cached `Dataset.map` (`measure_lengths`), and stored as
+columns that training, `framelm data validate` and `framelm data stats` all read; the collator only slices:
 
-`plan_truncation` is the rule training follows when a conversation is too long: drop trailing (user, assistant) pairs
-at turn boundaries, and never cut inside a pair (its media tokens would be split). The collator reuses it.
+- `kept_turns`: leading turns training keeps. A conversation longer than `max_length` loses whole trailing
+  (user, assistant) exchanges, never part of one (cutting inside a media span would feed the model a broken image).
+  0 means the first exchange alone does not fit: the record cannot train (a `too_long` bad record).
+- `num_tokens`: `len(input_ids)` the collator produces for those turns, exactly: the system prompt, the chat
+  template and every media token included, as the processor expands `<image>` to `tokens_per_image` tokens and
+  `<video>` to `num_frames * tokens_per_frame`. Packing (grouping rows into one sequence) reads this column. For a
+  record with `kept_turns == 0`, the tokens its first exchange alone needs.
+- `total_tokens`, `media_tokens`: the whole conversation before any truncation, and the media part of it (stats).
+
+Nothing is decoded: the template is rendered with one placeholder per media item and tokenized in batches, each
+placeholder token then counting for the tokens it expands to. Vision tokens count toward `max_length` like any other:
+this is where users of LLaVA-style trainers find their sequences silently cut.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-
 import datasets
-from tqdm.auto import tqdm
+import numpy as np
+import pyarrow.compute as pc
+from datasets.fingerprint import Hasher
 
-from framelm.training.data.sample import IMAGE_PLACEHOLDER, PLACEHOLDER_PATTERN, VIDEO_PLACEHOLDER, Sample
+from framelm.training.data.loading import map_workers
+from framelm.training.data.sample import RecordProblem, Sample
 
-BATCH = 256  # conversations rendered and tokenized together
-
-
-@dataclass(frozen=True)
-class TokenCount:
-    text: int  # tokens of the rendered conversation, placeholders excluded
-    media: int  # tokens the placeholders expand to
-
-    @property
-    def total(self) -> int:
-        return self.text + self.media
+BATCH = 256  # records rendered and tokenized together
+LENGTH_RULE_VERSION = 1  # part of the cache key: bump when the rule changes
+LENGTH_FEATURES = {
+    "kept_turns": datasets.Value("int32"),
+    "num_tokens": datasets.Value("int64"),
+    "total_tokens": datasets.Value("int64"),
+    "media_tokens": datasets.Value("int64"),
+}
 
 
-def plan_truncation(turn_token_counts: Sequence[int], max_length: int) -> int:
-    """Number of leading turns kept within `max_length`: whole (user, assistant) pairs only, so always even.
+def measure_lengths(
+    dataset: datasets.Dataset, processor, max_length: int | None, num_proc: int | None = None
+) -> datasets.Dataset:
+    """`dataset` (`SAMPLE_FEATURES` rows) with the `LENGTH_FEATURES` columns for this processor and `max_length`.
 
-    `turn_token_counts[k]` is what turn k adds to the sequence, media tokens included (the first turn also carries
-    the system prompt and the template's preamble). 0 means the first pair does not fit: the record cannot be used,
-    since training would have to cut inside it. A trailing unanswered user turn is never kept.
+    Cached by `datasets` under the rows, the processor (tokenizer, template, tokens per image and frame, frames per
+    video) and `max_length`: a second run, or another epoch, reads the columns back instead of counting again.
     """
-    used, kept = 0, 0
-    for end in range(2, len(turn_token_counts) + 1, 2):
-        used += turn_token_counts[end - 2] + turn_token_counts[end - 1]
-        if used > max_length:
-            break
-        kept = end
-    return kept
+    dataset = dataset.remove_columns([c for c in LENGTH_FEATURES if c in dataset.column_names])
+    features = datasets.Features({**dataset.features, **LENGTH_FEATURES})
+    fingerprint = Hasher.hash([dataset._fingerprint, processor, max_length, LENGTH_RULE_VERSION])
+    return dataset.map(
+        _measure_batch,
+        batched=True,
+        batch_size=BATCH,
+        num_proc=map_workers(num_proc, len(dataset), -(-len(dataset) // BATCH)),
+        fn_kwargs={"processor": processor, "max_length": max_length},
+        features=features,  # also on an empty dataset, which then still has the columns
+        new_fingerprint=fingerprint,
+        desc="counting tokens",
+    )
 
 
-class TokenBudget:
-    """Token counts of samples for one model's processor settings (tokenizer, template, tokens per media item).
+def _measure_batch(batch: dict, processor, max_length: int | None) -> dict[str, list]:
+    samples = [Sample.from_row(dict(zip(batch, values, strict=True))) for values in zip(*batch.values(), strict=True)]
+    totals, medias = token_counts(processor, [sample.to_messages() for sample in samples])
+    kept, used = [len(sample.turns) for sample in samples], list(totals)
+    # the records that do not fit: binary search over their number of whole exchanges, one batch per round, since
+    # a longer prefix never has fewer tokens. fits[i]: exchanges known to fit; too_many[i]: known not to fit.
+    fits = {i: 0 for i, total in enumerate(totals) if max_length is not None and total > max_length}
+    too_many = {i: len(samples[i].turns) // 2 for i in fits}
+    while active := [i for i in fits if fits[i] + 1 < too_many[i]]:
+        middle = {i: (fits[i] + too_many[i]) // 2 for i in active}
+        counts, _ = token_counts(processor, [samples[i].truncated(2 * middle[i]).to_messages() for i in active])
+        for i, count in zip(active, counts, strict=True):
+            if count <= max_length:
+                fits[i], used[i] = middle[i], count
+            else:
+                too_many[i] = middle[i]
+                if middle[i] == 1:
+                    used[i] = count  # the first exchange alone does not fit: what it needs
+    for i, exchanges in fits.items():
+        kept[i] = 2 * exchanges  # 0: not even the first exchange fits (`used` is then what it needs)
+    return dict(batch) | {"kept_turns": kept, "num_tokens": used, "total_tokens": totals, "media_tokens": medias}
 
-    Args:
-        tokenizer: any `transformers` tokenizer.
-        render: content-list messages (`Sample.to_messages()`) -> the template's text, with one placeholder per media
-            item (the processor's `apply_chat_template(messages, tokenize=False)`).
-        tokens_per_image, tokens_per_video: what one `<image>` / `<video>` placeholder expands to.
-    """
 
-    def __init__(
-        self,
-        tokenizer,
-        render: Callable[[list[dict]], str],
-        tokens_per_image: int,
-        tokens_per_video: int,
-        image_token: str = IMAGE_PLACEHOLDER,
-        video_token: str = VIDEO_PLACEHOLDER,
-    ):
-        self.tokenizer, self.render = tokenizer, render
-        self.tokens_per_image, self.tokens_per_video = int(tokens_per_image), int(tokens_per_video)
-        self.image_token, self.video_token = image_token, video_token
-        ids = [_single_token_id(tokenizer, token) for token in (image_token, video_token)]
-        # A placeholder that is one token of the vocabulary (the real processor's case) is counted by id, which is
-        # exact; otherwise the text between placeholders is tokenized piece by piece, as special tokens would split it.
-        self._ids = tuple(ids) if None not in ids else None
+def token_counts(processor, conversations: list[list[dict]]) -> tuple[list[int], list[int]]:
+    """(tokens, media tokens) of each conversation, exactly as `processor.apply_chat_template(..., tokenize=True)`
+    would produce them, without loading any media."""
+    if not conversations:
+        return [], []
+    texts = processor.apply_chat_template(conversations, tokenize=False)
+    per_video = processor.num_frames * processor.tokens_per_frame
+    image_id, video_id = processor.image_token_id, processor.video_token_id
+    totals, medias = [], []
+    for ids in _tokenize(processor.tokenizer, texts):
+        images, videos = ids.count(image_id), ids.count(video_id)
+        media = images * processor.tokens_per_image + videos * per_video
+        totals.append(len(ids) - images - videos + media)
+        medias.append(media)
+    return totals, medias
 
-    @classmethod
-    def from_processor(cls, processor, num_frames: int | None = None) -> TokenBudget:
-        """From a `FrameLMProcessor`; `num_frames` overrides its frames per video."""
-        per_video = num_frames * processor.tokens_per_frame if num_frames else processor.tokens_per_video
-        return cls(
-            processor.tokenizer,
-            lambda messages: processor.apply_chat_template(messages, tokenize=False),
-            processor.tokens_per_image,
-            per_video,
-            processor.image_token,
-            processor.video_token,
+
+def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of rendered texts in one batch; as in transformers' processor `apply_chat_template`, special tokens
+    are added unless the rendered text already starts with the BOS token."""
+    bos = tokenizer.bos_token
+    starts_with_bos = [bos is not None and text.startswith(bos) for text in texts]
+    if len(set(starts_with_bos)) <= 1:
+        return tokenizer(texts, add_special_tokens=not any(starts_with_bos))["input_ids"]
+    return [tokenizer(text, add_special_tokens=not has_bos)["input_ids"]
+            for text, has_bos in zip(texts, starts_with_bos, strict=True)]  # fmt: skip
+
+
+def kept_turns(measured: datasets.Dataset) -> np.ndarray:
+    """(N,) the `kept_turns` column of a measured dataset; 0 marks the records that cannot train."""
+    return measured.select_columns(["kept_turns"]).with_format("arrow")[:].column("kept_turns").to_numpy()
+
+
+def too_long_problems(dataset: datasets.Dataset, max_length: int) -> list[tuple[int, RecordProblem]]:
+    """(row, problem) for every measured record whose first exchange does not fit `max_length`."""
+    rows = np.flatnonzero(kept_turns(dataset) == 0).tolist()
+    found = []
+    for row in rows:
+        record = dataset[row]
+        found.append(
+            (
+                row,
+                RecordProblem(
+                    record["where"],
+                    f"the first exchange needs {record['num_tokens']} tokens (media included) but max_length is "
+                    f"{max_length}: training could only cut it inside",
+                    "raise max_length, use fewer frames per video (num_frames), or shorten the first exchange",
+                    id=record["id"],
+                    kind="too_long",
+                ),
+            )
         )
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str, num_frames: int | None = None) -> TokenBudget:
-        from transformers import AutoProcessor
-
-        return cls.from_processor(AutoProcessor.from_pretrained(model_dir, trust_remote_code=True), num_frames)
-
-    def count_texts(self, texts: list[str]) -> list[TokenCount]:
-        """Rendered conversations (placeholders unexpanded) -> their token counts, tokenized as one batch."""
-        images = [text.count(self.image_token) for text in texts]
-        videos = [text.count(self.video_token) for text in texts]
-        if self._ids is not None:
-            all_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            text_tokens = [len(ids) - ids.count(self._ids[0]) - ids.count(self._ids[1]) for ids in all_ids]
-        else:
-            pieces = [[p for p in PLACEHOLDER_PATTERN.split(text) if p and not PLACEHOLDER_PATTERN.fullmatch(p)]
-                      for text in texts]  # fmt: skip
-            flat = [p for ps in pieces for p in ps]
-            lengths = iter(len(ids) for ids in self.tokenizer(flat, add_special_tokens=False)["input_ids"])
-            text_tokens = [sum(next(lengths) for _ in ps) for ps in pieces]
-        return [
-            TokenCount(n, i * self.tokens_per_image + v * self.tokens_per_video)
-            for n, i, v in zip(text_tokens, images, videos, strict=True)
-        ]
-
-    def count(self, samples: Sequence[Sample]) -> list[TokenCount]:
-        """The whole conversation of each sample."""
-        return self.count_texts([self.render(sample.to_messages()) for sample in samples])
-
-    def turn_counts(self, sample: Sample) -> list[int]:
-        """Tokens each turn adds (media included), measured on rendered prefixes so that they sum to the prefix
-        lengths the collator measures; the system prompt and template preamble go to the first turn."""
-        messages = sample.to_messages()
-        first = 1 if messages and messages[0]["role"] == "system" else 0
-        ends = range(first + 1, len(messages) + 1)
-        totals = [c.total for c in self.count_texts([self.render(messages[:end]) for end in ends])]
-        return [b - a for a, b in zip([0, *totals], totals, strict=False)]
+    return found
 
 
-def _single_token_id(tokenizer, token: str) -> int | None:
-    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 and ids[0] != tokenizer.unk_token_id else None
-
-
-def iter_token_counts(dataset: datasets.Dataset, budget: TokenBudget) -> Iterator[tuple[int, Sample, TokenCount]]:
-    """(row, sample, count) for every row of a `SAMPLE_FEATURES` dataset, tokenized in batches, with a progress bar."""
-    with tqdm(total=len(dataset), desc="counting tokens", unit="record") as bar:
-        for start, batch in zip(range(0, len(dataset), BATCH), dataset.iter(batch_size=BATCH), strict=False):
-            rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
-            samples = [Sample.from_row(row) for row in rows]
-            yield from zip(range(start, start + len(samples)), samples, budget.count(samples), strict=True)
-            bar.update(len(samples))
+def truncation_counts(measured: datasets.Dataset) -> tuple[int, int]:
+    """(shortened, dropped) of a measured dataset: records that keep only their leading exchanges, and records whose
+    first exchange does not fit at all."""
+    table = measured.select_columns(["turns", "kept_turns"]).with_format("arrow")[:]
+    kept, turns = table.column("kept_turns"), pc.list_value_length(table.column("turns"))
+    shortened = pc.sum(pc.and_(pc.greater(kept, 0), pc.less(kept, turns))).as_py() or 0
+    dropped = pc.sum(pc.equal(kept, 0)).as_py() or 0
+    return int(shortened), int(dropped)

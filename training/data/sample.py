@@ -8,12 +8,13 @@ lazily in DataLoader workers, which keeps converting a million records cheap.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import datasets
 
 from framelm.processing.chat_template_framelm import IMAGE_TOKEN as IMAGE_PLACEHOLDER
 from framelm.processing.chat_template_framelm import VIDEO_TOKEN as VIDEO_PLACEHOLDER  # also marks frame folders
+from framelm.processing.messages_framelm import build_messages
 
 PLACEHOLDER_PATTERN = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 MEDIA_KINDS = ("image", "video", "frames")
@@ -66,23 +67,28 @@ class Sample:
         }
 
     def to_messages(self) -> list[dict]:
-        """transformers content-list messages: each placeholder becomes an {"type": "image"|"video", "path": ...} item.
+        """transformers content-list messages, by the one builder training and serving share
+        (`processing/messages_framelm.py`): each placeholder becomes an `{"type": "image"|"video", ...}` item.
 
         Frame folders are videos to the model, so they become video items too; the processor's video loader reads
         a folder path as a folder of frames.
         """
-        media = iter(self.media)
-        messages = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
-        for turn in self.turns:
-            content = []
-            for piece in PLACEHOLDER_PATTERN.split(turn.text):
-                if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
-                    item = next(media)
-                    content.append({"type": "image" if item.kind == "image" else "video", "path": item.path})
-                elif piece:
-                    content.append({"type": "text", "text": piece})
-            messages.append({"role": turn.role, "content": content})
-        return messages
+        return build_messages(
+            [(turn.role, turn.text) for turn in self.turns],
+            [m.path for m in self.media if m.kind == "image"],
+            [m.path for m in self.media if m.kind != "image"],
+            image_token=IMAGE_PLACEHOLDER,
+            video_token=VIDEO_PLACEHOLDER,
+            system_prompt=self.system or None,
+        )
+
+    def truncated(self, kept_turns: int) -> Sample:
+        """The first `kept_turns` turns with exactly the media their placeholders use (see `budget.py`)."""
+        if kept_turns >= len(self.turns):
+            return self
+        turns = self.turns[:kept_turns]
+        used = sum(len(PLACEHOLDER_PATTERN.findall(turn.text)) for turn in turns)
+        return replace(self, turns=turns, media=self.media[:used])
 
     @classmethod
     def from_row(cls, row: dict) -> Sample:
@@ -98,14 +104,18 @@ class Sample:
 
 @dataclass(frozen=True)
 class RecordProblem:
-    """A record that cannot be used: returned by readers and checks, never raised and never dropped silently."""
+    """A record that cannot be used (or, as a warning, one to look at): returned by readers and checks, never raised
+    and never dropped silently."""
 
     where: str  # "train.jsonl:17"
     problem: str  # "2 <video> placeholders but 1 video path"
     fix: str  # "add the missing path to 'video' or remove a placeholder"
     id: str = ""  # the record's own id when it has one
     kind: str = field(default="other")  # short category for the summary table, e.g. "placeholder_count"
+    # error: the record cannot train; warning: it trains, but look (e.g. a grayscale image converted to RGB)
+    severity: str = "error"
 
     def to_report(self) -> dict:
         """One line of the `--report bad.jsonl` file."""
-        return {"where": self.where, "id": self.id, "problem": self.problem, "fix": self.fix, "kind": self.kind}
+        return {"where": self.where, "id": self.id, "problem": self.problem, "fix": self.fix, "kind": self.kind,
+                "severity": self.severity}  # fmt: skip

@@ -2,7 +2,8 @@
 
 Text tokens, media tokens and their total per record, as percentiles and a histogram, and what a `max_length` would
 do: how many records lose trailing exchanges, and how many could not be kept at all (their first exchange, media
-included, does not fit). Nothing is decoded, so this runs at tokenizer speed.
+included, does not fit). It reads the columns of the one length rule (`budget.measure_lengths`), which training
+applies too; nothing is decoded, so this runs at tokenizer speed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from framelm.training.data.budget import TokenBudget, iter_token_counts, plan_truncation
+from framelm.training.data.budget import truncation_counts
 
 PERCENTILES = (50, 90, 95, 99, 100)
 BAR_WIDTH = 40  # characters of the longest histogram bar
@@ -70,15 +71,10 @@ class TokenStats:
         return "\n".join(lines)
 
 
-def token_stats(dataset: datasets.Dataset, budget: TokenBudget, max_length: int | None = None) -> TokenStats:
-    """Token counts of every row of a `SAMPLE_FEATURES` dataset (e.g. `load_samples(...).dataset`)."""
-    text, media = np.zeros(len(dataset), dtype=np.int64), np.zeros(len(dataset), dtype=np.int64)
-    shortened = dropped = 0
-    for row, sample, count in iter_token_counts(dataset, budget):
-        text[row], media[row] = count.text, count.media
-        if max_length is not None and count.total > max_length:
-            if plan_truncation(budget.turn_counts(sample), max_length):
-                shortened += 1
-            else:
-                dropped += 1
-    return TokenStats(text=text, media=media, max_length=max_length, shortened=shortened, dropped=dropped)
+def token_stats(measured: datasets.Dataset, max_length: int | None = None) -> TokenStats:
+    """Token counts of every row of a dataset measured by `budget.measure_lengths` (with the same `max_length`)."""
+    table = measured.select_columns(["total_tokens", "media_tokens"]).with_format("numpy")[:]
+    total = np.asarray(table["total_tokens"], dtype=np.int64)
+    media = np.asarray(table["media_tokens"], dtype=np.int64)
+    shortened, dropped = truncation_counts(measured) if max_length is not None else (0, 0)
+    return TokenStats(text=total - media, media=media, max_length=max_length, shortened=shortened, dropped=dropped)

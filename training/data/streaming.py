@@ -22,20 +22,14 @@ import datasets
 import fsspec
 import numpy as np
 
+from framelm.training.data.arguments import BAD_RECORD_POLICIES, DataArguments
 from framelm.training.data.jsonio import iter_raw_records, jsonl_shards, sniff_layout
-from framelm.training.data.loading import (
-    BAD_RECORD_POLICIES,
-    CHUNK_RECORDS,
-    LEFT_OUT,
-    PROBLEM_COLUMNS,
-    ROW_FEATURES,
-    _Job,
-    _normalize_batch,
-    detect_batch_format,
-    entry_job,
-    mixture_entries,
-)
+from framelm.training.data.loading import mixture_entries
 from framelm.training.data.mixture import MixtureEntry
+from framelm.training.data.normalize import LEFT_OUT, PROBLEM_COLUMNS, ROW_FEATURES, detect_batch_format, entry_job
+from framelm.training.data.normalize import EntryJob as _Job
+from framelm.training.data.normalize import normalize_batch as _normalize_batch
+from framelm.training.data.raw import CHUNK_RECORDS
 from framelm.training.data.sample import SAMPLE_FEATURES
 
 logger = logging.getLogger(__name__)
@@ -67,9 +61,9 @@ def stream_samples(
     entries = mixture_entries(path, format)
     parts, sizes = [], []
     for entry in entries:
-        job = entry_job(
-            entry, str(path), len(entries), image_folder, video_folder, user_key, assistant_key, allow_outside_root
-        )
+        roots = DataArguments(image_folder=image_folder, video_folder=video_folder, user_key=user_key,
+                              assistant_key=assistant_key, allow_outside_root=allow_outside_root)  # fmt: skip
+        job = entry_job(entry, str(path), len(entries), roots)
         if entry.format == "auto":
             head = next(_chunks(entry, job, [None], None), None)
             job = replace(job, reader=detect_batch_format(_stage_one(head, job), job) if head else job.reader)

@@ -6,8 +6,10 @@ Three layers, each optional after the first:
 2. media (`check_media=True`): files missing, undecodable or truncated (a frame is decoded), images of unusual
    modes or of one pixel, frame folders without their `<folder>.json` frame rate;
 3. length (`max_length` and a processor): records whose first exchange, media included, does not fit, which
-   training could only cut inside media.
-A record with several problems is reported once per problem; the counts of records always add up to the total.
+   training could only cut inside media (the one length rule of `budget.py`, which training applies too).
+A problem is an **error** (the record cannot train) or a **warning** (it trains, but look: an image converted to RGB
+from grayscale or CMYK, a one-pixel image). Only errors make `framelm data validate` exit non-zero. A record with
+several problems is reported once per problem; the counts of records always add up to the total.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from framelm.training.data.budget import TokenBudget, iter_token_counts, plan_truncation
+from framelm.training.data.arguments import DataArguments
+from framelm.training.data.budget import measure_lengths, too_long_problems, truncation_counts
 from framelm.training.data.loading import LoadedSamples, load_samples
-from framelm.training.data.sample import PLACEHOLDER_PATTERN, RecordProblem
+from framelm.training.data.sample import RecordProblem
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +37,18 @@ PLAIN_MODES = {"RGB", "YCbCr", "LAB", "HSV"}
 MODE_NAMES = {"1": "black and white", "L": "grayscale", "LA": "grayscale with alpha", "I": "32-bit grayscale",
               "I;16": "16-bit grayscale", "F": "float grayscale", "P": "palette", "PA": "palette with alpha",
               "RGBA": "RGBA (with alpha)", "CMYK": "CMYK"}  # fmt: skip
+WARNING_KINDS = frozenset({"unusual_mode", "tiny_image"})  # the record trains (framelm converts or keeps it)
 
 
 @dataclass
 class ValidationReport:
-    """Counts and problems of one validation run; `problems` holds one entry per problem, not per record."""
+    """Counts and problems of one validation run; `problems` holds one entry per problem (errors and warnings)."""
 
     path: str
     total: int
     problems: list[RecordProblem] = field(default_factory=list)
-    bad_records: int = 0  # records with at least one problem
+    bad_records: int = 0  # records with at least one error: they cannot train
+    warned_records: int = 0  # records with at least one warning (and maybe errors too)
     left_out: int = 0
     truncated: int = 0  # records that fit only after dropping trailing exchanges (not a problem)
     unchecked_media: int = 0  # remote (URL) media paths, which are not opened
@@ -53,12 +58,22 @@ class ValidationReport:
         return self.total - self.left_out - self.bad_records
 
     @property
+    def errors(self) -> list[RecordProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[RecordProblem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
     def ok(self) -> bool:
-        return not self.problems
+        """No errors (warnings allowed): every record can train."""
+        return not self.errors
 
     def table(self) -> str:
         """The summary printed by the CLI: record counts, then problems per kind with one example each."""
-        rows = [("records read", self.total), ("usable", self.good_records), ("with problems", self.bad_records)]
+        rows = [("records read", self.total), ("usable", self.good_records), ("with errors", self.bad_records),
+                ("with warnings", self.warned_records)]  # fmt: skip
         if self.left_out:
             rows.append(("left out by preprocess_fn", self.left_out))
         if self.truncated:
@@ -66,63 +81,55 @@ class ValidationReport:
         if self.unchecked_media:
             rows.append(("remote media not opened", self.unchecked_media))
         lines = [f"{self.path}"] + [f"  {label:<28}{count:>10,}" for label, count in rows]
-        if self.problems:
-            lines += ["", f"  {'problem':<28}{'count':>10}  example"]
+        for title, problems in (("error", self.errors), ("warning", self.warnings)):
+            if not problems:
+                continue
+            lines += ["", f"  {title:<28}{'count':>10}  example"]
             examples = {}
-            for p in self.problems:
+            for p in problems:
                 examples.setdefault(p.kind, p)
-            for kind, count in Counter(p.kind for p in self.problems).most_common():
+            for kind, count in Counter(p.kind for p in problems).most_common():
                 example = examples[kind]
                 lines.append(f"  {kind:<28}{count:>10,}  {example.where}: {example.problem}")
         return "\n".join(lines)
 
     def write_report(self, path: str) -> None:
-        """One JSON object per problem: where, id, problem, fix (and kind)."""
+        """One JSON object per problem: where, id, problem, fix, kind and severity."""
         with open(path, "w", encoding="utf-8") as f:
             for problem in self.problems:
                 f.write(json.dumps(problem.to_report(), ensure_ascii=False) + "\n")
 
 
 def validate(
-    path: str,
+    data: DataArguments,
     *,
-    format: str = "auto",
-    image_folder: str | None = None,
-    video_folder: str | None = None,
-    user_key: str | None = None,
-    assistant_key: str | None = None,
-    allow_outside_root: bool = False,
     check_media: bool = True,
     max_length: int | None = None,
-    budget: TokenBudget | None = None,
+    processor=None,
     ignore: Iterable[str] = (),
-    num_proc: int | None = None,
-    seed: int = 0,
-    cache_dir: str | None = None,
 ) -> ValidationReport:
-    """Check every record of `path` (a data file or a mixture YAML); `max_length` needs the model's token `budget`."""
-    if max_length is not None and budget is None:
+    """Check every record of `data.dataset` (a data file or a mixture YAML); `max_length` needs the model's
+    `processor` to count tokens."""
+    if max_length is not None and processor is None:
         raise ValueError("checking max_length needs the model's processor (--model DIR) to count tokens")
-    loaded = load_samples(
-        path, format=format, image_folder=image_folder, video_folder=video_folder, user_key=user_key,
-        assistant_key=assistant_key, num_proc=num_proc, seed=seed, allow_outside_root=allow_outside_root,
-        cache_dir=cache_dir,
-    )  # fmt: skip
-    report = ValidationReport(path=str(path), total=loaded.total, left_out=loaded.left_out)
+    loaded = load_samples(data)
+    report = ValidationReport(path=str(data.dataset), total=loaded.total, left_out=loaded.left_out)
     # (record, problem) pairs; a record is its dataset row, or -1 - i for the i-th record that failed to read
     found = [(-1 - i, problem) for i, problem in enumerate(loaded.problems)]
     if check_media:
-        problems, report.unchecked_media = media_problems(loaded, num_workers=num_proc)
+        problems, report.unchecked_media = media_problems(loaded, num_workers=data.num_proc)
         found += problems
     if max_length is not None:
-        problems, report.truncated = length_problems(loaded, budget, max_length)
-        found += problems
+        measured = measure_lengths(loaded.dataset, processor, max_length, data.num_proc)
+        found += too_long_problems(measured, max_length)
+        report.truncated = truncation_counts(measured)[0]
     ignored = set(ignore)
     found = sorted(((r, p) for r, p in found if p.kind not in ignored), key=lambda pair: _file_order(pair[1].where))
     report.problems = [problem for _, problem in found]
-    report.bad_records = len({record for record, _ in found})
-    logger.info("%s: %d records, %d usable, %d with problems", path, report.total, report.good_records,
-                report.bad_records)  # fmt: skip
+    report.bad_records = len({record for record, p in found if p.severity == "error"})
+    report.warned_records = len({record for record, p in found if p.severity == "warning"})
+    logger.info("%s: %d records, %d usable, %d with errors, %d with warnings", data.dataset, report.total,
+                report.good_records, report.bad_records, report.warned_records)  # fmt: skip
     return report
 
 
@@ -157,7 +164,9 @@ def media_problems(
     problems = []
     for row, kind, path in zip(rows, kinds, paths, strict=True):
         for problem_kind, text, fix in results.get((kind, path), ()):
-            problems.append((int(row), RecordProblem(where[row], text, fix, id=ids[row], kind=problem_kind)))
+            severity = "warning" if problem_kind in WARNING_KINDS else "error"
+            problem = RecordProblem(where[row], text, fix, id=ids[row], kind=problem_kind, severity=severity)
+            problems.append((int(row), problem))
     return problems, remote
 
 
@@ -214,29 +223,3 @@ def _check_image(path: str) -> list[tuple[str, str, str]]:
     except (ValueError, OSError) as err:
         found.append(("undecodable", f"cannot decode image {path}: {err}", "replace the file (truncated?)"))
     return found
-
-
-def length_problems(
-    loaded: LoadedSamples, budget: TokenBudget, max_length: int
-) -> tuple[list[tuple[int, RecordProblem]], int]:
-    """Records whose first exchange does not fit `max_length`, as (dataset row, problem) pairs; also counts the
-    records that only lose later exchanges."""
-    problems, truncated = [], 0
-    for row, sample, count in iter_token_counts(loaded.dataset, budget):
-        if count.total <= max_length:
-            continue
-        turns = budget.turn_counts(sample)
-        if plan_truncation(turns, max_length) > 0:
-            truncated += 1
-            continue
-        has_media = any(PLACEHOLDER_PATTERN.search(turn.text) for turn in sample.turns[:2])
-        problem = RecordProblem(
-            sample.where,
-            f"would be truncated inside {'media tokens' if has_media else 'the first exchange'}: the first exchange "
-            f"needs {turns[0] + turns[1]} tokens (media included) but max_length is {max_length}",
-            "raise --max-length, use fewer frames per video (--num-frames), or shorten the first exchange",
-            id=sample.id,
-            kind="too_long",
-        )
-        problems.append((row, problem))
-    return problems, truncated

@@ -2,6 +2,7 @@
 
     framelm demo --out demo_out            # full run: data, tiny model, training, held-out accuracy before/after
     framelm demo --out demo_out --quick    # a short run for tests
+    framelm demo --out demo_out --write-readme README.md   # and write the README's table from this run
 
 It draws a synthetic task that can only be solved by looking (see `data.py`), builds a tiny FrameLM from
 scratch, trains it with the same code path as `framelm train` (the shipped recipe `recipes/demo.yaml`), prints
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="A short run (about a minute) that shows learning.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, the model and the training.")
     parser.add_argument("--max-steps", type=int, default=None, help="Stop training after this many steps.")
+    parser.add_argument(
+        "--write-readme", metavar="README", help="Write this run's table between the demo markers of README."
+    )
     return parser
 
 
@@ -45,14 +49,13 @@ def evaluate(model, processor, records: list[dict], media_dir: Path, batch_size:
     from framelm.training.eval.generate import answer, encode_prompt
 
     model.eval()
-    options = argparse.Namespace(media_base_path=str(media_dir), insert_media_token="left", system_prompt=None,
-                                 num_frames=None)  # fmt: skip
     correct, total = {}, {}
     scored = [r for r in records if r["type"] != "text"]
     for start in range(0, len(scored), batch_size):
         chunk = scored[start : start + batch_size]
         prompts = [
-            encode_prompt(processor, {"text": r["conversations"][0]["value"]} | _media_keys(r), options) for r in chunk
+            encode_prompt(processor, {"text": r["conversations"][0]["value"]} | _media_keys(r), str(media_dir))
+            for r in chunk
         ]
         with torch.inference_mode():
             replies = answer(model, processor, prompts, max_new_tokens=4, do_sample=False)
@@ -72,13 +75,13 @@ def _media_keys(record: dict) -> dict:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from transformers import set_seed
-    from trl import ModelConfig, TrlParser
 
-    from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
     from framelm.training.build import save_framelm
     from framelm.training.demo.data import write_split
+    from framelm.training.demo.report import write_readme
+    from framelm.training.env import report as env_report
     from framelm.training.tiny import build_tiny_framelm
-    from framelm.training.train import run
+    from framelm.training.train import parse_args, run
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -105,10 +108,7 @@ def main(argv: list[str]) -> int:
         overrides += ["--num_train_epochs", "3", "--per_device_train_batch_size", "16"]
     if args.max_steps:
         overrides += ["--max_steps", str(args.max_steps)]
-    script_args, training_args, model_args = TrlParser(
-        (FrameLMArguments, FrameLMSFTConfig, ModelConfig)
-    ).parse_args_and_config(overrides)
-    trainer = run(script_args, training_args, model_args)
+    trainer = run(*parse_args(overrides))
 
     model = trainer.model
     after = evaluate(model, processor, eval_records, eval_file.parent)
@@ -116,11 +116,14 @@ def main(argv: list[str]) -> int:
     metrics = {"before": before, "after": after, "seconds": round(time.perf_counter() - start, 1), "mode": mode,
                "train_records": sum(counts.values()), "steps": trainer.state.global_step,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "targets": TARGETS}  # fmt: skip
+               "targets": TARGETS, "machine": env_report()}  # fmt: skip
     save_framelm(model, processor, out)
     (out / "demo_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(_table(before, after))
     print(f"{metrics['steps']} steps in {metrics['seconds']} s; model saved to {out}, metrics in demo_metrics.json")
+    if args.write_readme:
+        write_readme(metrics, args.write_readme)
+        print(f"demo table written to {args.write_readme}")
     return 0
 
 

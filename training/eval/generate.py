@@ -5,8 +5,11 @@
         --temperature 0.2 --top-p 0.9 --repetition-penalty 1.2 --insert-media-token right
 
 A prompt line is `{"video": "video_test.mp4", "text": "Can you describe the scene?", "category": "conv",
-"question_id": 0}` (or `"image"`). Each answer line holds question_id, prompt, text, answer_id, model_id and
-metadata (category, media, generation settings) - the answer-file format llava-bench and `framelm judge` read.
+"question_id": 0}` (or `"image"`; either may be a list). Media paths resolve as in training data (`data/paths.py`):
+against `--media-base-path`, or the prompt file's own folder; a path leading outside it is refused unless
+`--allow-outside-root`. The prompt becomes messages through the same builder as training records. Each answer line
+holds question_id, prompt, text, answer_id, model_id and metadata (category, media, generation settings) - the
+answer-file format llava-bench and `framelm judge` read.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import logging
 import os
 import uuid
 from pathlib import Path
+
+from framelm.processing.messages_framelm import build_messages
+from framelm.training.batching import PIXEL_KEYS, collate
+from framelm.training.data.paths import is_url, resolve_media_path
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     io = parser.add_argument_group("files")
     io.add_argument("--prompt-file", required=True, help="jsonl of prompts: question_id, text, image or video.")
     io.add_argument("--output-file", required=True, help="jsonl of answers; question ids already in it are skipped.")
-    io.add_argument("--media-base-path", default="", help="Folder that relative image/video paths resolve against.")
+    io.add_argument(
+        "--media-base-path", default=None,
+        help="Root that image/video paths resolve against (default: the prompt file's folder).",
+    )  # fmt: skip
+    io.add_argument(
+        "--allow-outside-root", action="store_true",
+        help="Accept media paths whose real location is outside the root (refused by default).",
+    )  # fmt: skip
     io.add_argument("--model-id", default=None, help="model_id written in every answer (default: the folder name).")
     prompt = parser.add_argument_group("prompt")
     prompt.add_argument("--system-prompt", default=None, help="System prompt placed before every question.")
@@ -60,67 +74,61 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def generation_kwargs(args: argparse.Namespace) -> dict:
-    """NeVA's sampling options as `generate` keywords."""
-    kwargs = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty}
-    if args.greedy:
+def generation_kwargs(
+    *, max_new_tokens: int, repetition_penalty: float, greedy: bool, temperature: float, top_p: float, top_k: int
+) -> dict:
+    """NeVA's sampling options as `generate` keywords (`top_k=0`: no top-k limit)."""
+    kwargs = {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
+    if greedy:
         return kwargs | {"do_sample": False}
-    return kwargs | {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p,
-                     "top_k": args.top_k or None}  # fmt: skip
+    return kwargs | {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None}
 
 
-def media_of(record: dict, base: str) -> dict[str, list[str]]:
-    """The record's images and videos (a string or a list each), resolved against `base`."""
+def prompt_media(record: dict, root: str, allow_outside_root: bool = False) -> dict[str, list[str]]:
+    """The prompt's `images` and `videos` (each key a path or a list), resolved by the training data's rule;
+    raises `OutsideRootError` or `FileNotFoundError`."""
     media = {}
     for key in ("image", "video"):
         value = record.get(key)
         paths = [] if value is None else [value] if isinstance(value, str) else list(value)
-        media[f"{key}s"] = [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+        media[f"{key}s"] = [resolve_media_path(p, root, allow_outside_root) for p in paths]
+    for path in media["images"] + media["videos"]:
+        if not is_url(path) and not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
     return media
 
 
-def encode_prompt(processor, record: dict, args: argparse.Namespace) -> dict:
-    """One prompt -> model inputs (batch of one). Raises for a missing or undecodable media file."""
-    media = media_of(record, args.media_base_path)
-    for path in media["images"] + media["videos"]:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {path}")
-    messages = processor.build_messages(
-        record["text"], insert_media_token=args.insert_media_token, system_prompt=args.system_prompt, **media
+def encode_prompt(
+    processor,
+    record: dict,
+    media_root: str,
+    *,
+    system_prompt: str | None = None,
+    insert_media_token: str = "left",
+    allow_outside_root: bool = False,
+) -> dict:
+    """One NeVA prompt record -> unpadded model inputs: `input_ids` (L,) and its pixel tensors."""
+    media = prompt_media(record, media_root, allow_outside_root)
+    messages = build_messages(
+        [("user", record["text"])],
+        media["images"],
+        media["videos"],
+        image_token=processor.image_token,
+        video_token=processor.video_token,
+        system_prompt=system_prompt,
+        insert_media_token=insert_media_token,
     )
-    return processor.apply_chat_template(
-        messages,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"num_frames": args.num_frames} if args.num_frames else {},
+    out = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-
-
-def left_pad(encoded: list[dict], pad_token_id: int) -> dict:
-    """Batch single-prompt inputs with left padding, so every prompt ends where generation starts."""
-    import torch
-
-    length = max(e["input_ids"].shape[1] for e in encoded)
-    input_ids = torch.full((len(encoded), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
-    for row, e in enumerate(encoded):
-        n = e["input_ids"].shape[1]
-        input_ids[row, length - n :] = e["input_ids"][0]
-        attention_mask[row, length - n :] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    for key in ("pixel_values", "pixel_values_videos"):
-        if any(key in e for e in encoded):
-            batch[key] = torch.cat([e[key] for e in encoded if key in e])
-    return batch
+    return {"input_ids": out["input_ids"][0]} | {key: out[key] for key in PIXEL_KEYS if key in out}
 
 
 def answer(model, processor, encoded: list[dict], **generate_kwargs) -> list[str]:
     """Generate for a list of encoded prompts in one left-padded batch; returns the new text of each."""
-    batch = left_pad(encoded, processor.tokenizer.pad_token_id)
+    batch = collate(encoded, processor.tokenizer.pad_token_id, side="left")
     batch = {k: v.to(model.device) for k, v in batch.items()}
-    for key in ("pixel_values", "pixel_values_videos"):
+    for key in PIXEL_KEYS:
         if key in batch:
             batch[key] = batch[key].to(model.dtype)
     generated = model.generate(**batch, **generate_kwargs)
@@ -156,25 +164,34 @@ def main(argv: list[str]) -> int:
 
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
+    from framelm.training.model_setup import set_num_frames
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_seed(args.seed)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     model = FrameLMForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
     processor = FrameLMProcessor.from_pretrained(args.model)
+    if args.num_frames is not None:
+        set_num_frames(processor, args.num_frames)
     model_id = args.model_id or Path(args.model.rstrip("/")).name
+    media_root = args.media_base_path if args.media_base_path is not None else os.path.dirname(args.prompt_file)
     prompts = [json.loads(line) for line in Path(args.prompt_file).read_text().splitlines() if line.strip()]
     output = Path(args.output_file)
     done = completed_ids(output)
     todo = [p for p in prompts if p.get("question_id") not in done]
-    settings = generation_kwargs(args)
+    settings = generation_kwargs(
+        max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty, greedy=args.greedy,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+    )  # fmt: skip
     failed = []
     with output.open("ab") as handle, tqdm(total=len(todo), desc="generating", unit="prompt") as bar:
         for start in range(0, len(todo), args.batch_size):
             chunk, encoded = [], []
             for record in todo[start : start + args.batch_size]:
                 try:
-                    encoded.append(encode_prompt(processor, record, args))
+                    encoded.append(encode_prompt(processor, record, media_root, system_prompt=args.system_prompt,
+                                                 insert_media_token=args.insert_media_token,
+                                                 allow_outside_root=args.allow_outside_root))  # fmt: skip
                     chunk.append(record)
                 except (FileNotFoundError, ValueError, KeyError) as err:
                     failed.append(record.get("question_id"))
@@ -183,7 +200,7 @@ def main(argv: list[str]) -> int:
                 with torch.inference_mode():
                     texts = answer(model, processor, encoded, **settings)
                 for record, text in zip(chunk, texts, strict=True):
-                    append_line(handle, answer_record(record, text, model_id, args, settings))
+                    append_line(handle, answer_record(record, text, model_id, settings, processor.num_frames))
             bar.update(len(todo[start : start + args.batch_size]))
     print(
         f"{len(prompts)} prompts: {len(done)} already answered, {len(todo) - len(failed)} answered now, "
@@ -192,7 +209,7 @@ def main(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def answer_record(record: dict, text: str, model_id: str, args: argparse.Namespace, settings: dict) -> dict:
+def answer_record(record: dict, text: str, model_id: str, settings: dict, num_frames: int) -> dict:
     metadata = {k: v for k, v in record.items() if k not in ("question_id", "text")}
     return {
         "question_id": record["question_id"],
@@ -200,5 +217,5 @@ def answer_record(record: dict, text: str, model_id: str, args: argparse.Namespa
         "text": text,
         "answer_id": uuid.uuid4().hex,
         "model_id": model_id,
-        "metadata": metadata | {"generation": settings, "num_frames": args.num_frames},
+        "metadata": metadata | {"generation": settings, "num_frames": num_frames},
     }

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import re
 from dataclasses import dataclass
 
+from framelm.training.data.paths import OutsideRootError, resolve_media_path
 from framelm.training.data.sample import (
     IMAGE_PLACEHOLDER,
     PLACEHOLDER_PATTERN,
@@ -25,22 +25,18 @@ from framelm.training.data.sample import (
 DEFAULT_USER_ROLES = ("human", "user")
 DEFAULT_ASSISTANT_ROLES = ("gpt", "assistant")
 SYSTEM_ROLE = "system"
-# the NeVA docs write media paths as "{video_folder}/clip.mp4": the braces name the root folder option
-FOLDER_MARKERS = {"image": "{image_folder}/", "video": "{video_folder}/"}
-# an absolute path, "." or ".." components, empty components or a trailing "/": needs posixpath.normpath
-_NEEDS_NORMALIZING = re.compile(r"^/|(?:^|/)\.\.?(?:/|$)|//|/$")
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     """How a reader resolves paths and role names; one per data file (a mixture gives each entry its own)."""
 
-    image_folder: str | None = None  # root of relative image paths
-    video_folder: str | None = None  # root of relative video paths and frame folders
-    base_dir: str = ""  # the data file's folder: the root when no folder is given
+    image_folder: str | None = None  # root of image paths
+    video_folder: str | None = None  # root of video paths and frame folders
+    base_dir: str = ""  # the data file's folder: the root when no folder is given ("" = the working directory)
     user_key: str | None = None  # role name of user turns; None accepts "human" and "user"
     assistant_key: str | None = None  # role name of assistant turns; None accepts "gpt" and "assistant"
-    allow_outside_root: bool = False  # accept paths that escape their root folder
+    allow_outside_root: bool = False  # accept paths whose real location is outside their root folder
     source: str = ""  # dataset name stored in every sample
 
     def role_names(self) -> dict[str, str]:
@@ -83,35 +79,25 @@ def video_kind(path: str) -> str:
     return "video" if posixpath.splitext(path)[1] else "frames"
 
 
-def resolve_path(path: str, kind: str, options: ReadOptions) -> str | None:
-    """`path` joined to its root folder and normalized; None when it escapes the root and that is not allowed."""
-    folder = options.image_folder if kind == "image" else options.video_folder
-    marker = FOLDER_MARKERS["image" if kind == "image" else "video"]
-    if path.startswith(marker):
-        path = path[len(marker) :]
-    if "://" in path:  # URLs (s3://, https://) are not under any local root
-        return path
-    root = folder or options.base_dir
-    if "://" not in root and not _NEEDS_NORMALIZING.search(path):  # the common case, a plain relative path: fast
-        root = _normalized(root)
-        return f"{root.rstrip('/')}/{path}" if root else path
-    if posixpath.isabs(path):
-        resolved = posixpath.normpath(path)
-        if folder is None or options.allow_outside_root:  # an absolute path with no root folder named is fine
-            return resolved
-    elif "://" in root:
-        return root.rstrip("/") + "/" + path
-    else:
-        resolved = posixpath.normpath(posixpath.join(root, path))
-        if options.allow_outside_root or not root:
-            return resolved
-    root = _normalized(root)
-    return resolved if resolved == root or resolved.startswith(root.rstrip("/") + "/") else None
-
-
-@functools.lru_cache(maxsize=64)
-def _normalized(root: str) -> str:
-    return posixpath.normpath(root) if root else root
+def sample_with_media(
+    record: dict,
+    where: str,
+    options: ReadOptions,
+    messages: list[tuple[str, str]],
+    media_keys: tuple[str, str],
+    system_key: str,
+    inline: dict[int, tuple[str, str]] | None = None,
+) -> Sample | RecordProblem:
+    """`build_sample` with the media lists under `media_keys` (images, videos) and the system prompt under
+    `system_key`, each checked for its type first."""
+    images, videos = (as_path_list(record.get(key), key) for key in media_keys)
+    for paths in (images, videos):
+        if isinstance(paths, str):
+            return problem(record, where, "bad_media_path", paths, "give a path string or a list of path strings")
+    system = record.get(system_key)
+    if system is not None and not isinstance(system, str):
+        return problem(record, where, "bad_turn", f"{system_key!r} is not a string", "make it a string or remove it")
+    return build_sample(record, where, options, messages, images, videos, system=system or "", inline=inline)
 
 
 def build_sample(
@@ -212,12 +198,15 @@ def _match_media(
             ordered.append(inline[index] if index in inline else (kind, next(queues[kind])))
     media = []
     for kind, path in ordered:
-        resolved = resolve_path(path, kind, options)
-        if resolved is None:
+        root = (options.image_folder if kind == "image" else options.video_folder) or options.base_dir
+        try:
+            resolved = resolve_media_path(path, root, options.allow_outside_root)
+        except OutsideRootError as err:
             folder = "--image-folder" if kind == "image" else "--video-folder"
             return problem(
-                record, where, "outside_root", f"{kind} path {path!r} escapes its root folder",
-                f"move the file under the root ({folder}), fix the path, or pass --allow-outside-root",
+                record, where, "outside_root", f"{kind} {err}",
+                f"move the file under the root ({folder}, default: the data file's folder), fix the path, or pass "
+                "--allow-outside-root",
             )  # fmt: skip
         media.append(Media("image" if kind == "image" else video_kind(path), resolved))
     return tuple(media)

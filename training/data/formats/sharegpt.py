@@ -13,7 +13,7 @@ the system prompt.
 
 from __future__ import annotations
 
-from framelm.training.data.formats.common import ReadOptions, as_path_list, build_sample, problem, text_messages
+from framelm.training.data.formats.common import ReadOptions, problem, sample_with_media, text_messages
 from framelm.training.data.sample import (
     IMAGE_PLACEHOLDER,
     PLACEHOLDER_PATTERN,
@@ -36,14 +36,7 @@ def read_sharegpt(record, where: str, options: ReadOptions) -> Sample | RecordPr
         messages = text_messages(record, where, turns, "from", "value")
     if isinstance(messages, RecordProblem):
         return messages
-    images, videos = as_path_list(record.get("images"), "images"), as_path_list(record.get("videos"), "videos")
-    for paths in (images, videos):
-        if isinstance(paths, str):
-            return problem(record, where, "bad_media_path", paths, "give a list of path strings")
-    system = record.get("system")
-    if system is not None and not isinstance(system, str):
-        return problem(record, where, "bad_turn", "'system' is not a string", "make it a string or remove it")
-    return build_sample(record, where, options, messages, images, videos, system=system or "", inline=inline)
+    return sample_with_media(record, where, options, messages, ("images", "videos"), "system", inline=inline)
 
 
 def _content_messages(record, where: str, turns, inline: dict) -> list[tuple[str, str]] | RecordProblem:

@@ -1,0 +1,146 @@
+"""The data options: one `DataArguments` for `framelm train` and every `framelm data` command that reads records.
+
+`framelm train` parses it with TRL's `TrlParser` (so a YAML recipe sets the same keys) and `framelm data
+validate|stats|convert` with transformers' `HfArgumentParser`; both accept `--image_folder` and `--image-folder`.
+Functions that read data take the whole dataclass, never its fields one by one. Kept free of trl and torch, so that
+the data commands start fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+DataFormat = Literal["auto", "llava", "lmms", "sharegpt"]
+BadRecordPolicy = Literal["strict", "skip"]
+BAD_RECORD_POLICIES: tuple[str, ...] = get_args(BadRecordPolicy)
+
+
+@dataclass
+class DataArguments:
+    """Where the records are and how to read them."""
+
+    _argument_group_name = "data"
+
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "The records: a json/jsonl/csv/parquet file, a mixture YAML, or a `framelm data convert` "
+                  "Arrow folder."},
+    )  # fmt: skip
+    data_format: DataFormat = field(
+        default="auto",
+        metadata={"help": "Record format; auto detects it from the first records of each file.",
+                  "aliases": ["--format"]},
+    )  # fmt: skip
+    image_folder: str | None = field(
+        default=None, metadata={"help": "Root that relative image paths resolve to (default: the data file's folder)."}
+    )
+    video_folder: str | None = field(
+        default=None,
+        metadata={"help": "Root that relative video paths and frame folders resolve to (default: the data file's "
+                  "folder)."},
+    )  # fmt: skip
+    user_key: str | None = field(
+        default=None, metadata={"help": "Role name of user turns in your data (default: `human` or `user`)."}
+    )
+    assistant_key: str | None = field(
+        default=None, metadata={"help": "Role name of assistant turns in your data (default: `gpt` or `assistant`)."}
+    )
+    allow_outside_root: bool = field(
+        default=False,
+        metadata={"help": "Accept media paths whose real location is outside their root folder (absolute paths, "
+                  "`..`, symlinks pointing out); refused by default."},
+    )  # fmt: skip
+    bad_records: BadRecordPolicy = field(
+        default="strict",
+        metadata={"help": "Records that cannot be used. strict: stop and list them all; skip: leave them out, count "
+                  "and report them. Never silent. (`data validate` always lists every one.)"},
+    )  # fmt: skip
+    num_proc: int | None = field(
+        default=None, metadata={"help": "Worker processes reading the data (default: all cores for large files)."}
+    )
+    sampling_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the record sampling: mixture entries `random:N` and the shuffle before a "
+                  "WebDataset split. The same seed picks the same records on every machine."},
+    )  # fmt: skip
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Arrow cache folder (default: the Hugging Face datasets cache)."}
+    )
+
+    def __post_init__(self):
+        # argparse checks the choices typed on the command line, not the values a YAML recipe sets
+        for name, value, allowed in (
+            ("data_format", self.data_format, get_args(DataFormat)),
+            ("bad_records", self.bad_records, BAD_RECORD_POLICIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"--{name} {value!r} is not one of {allowed}")
+
+
+@dataclass
+class FramesArguments:
+    """Frames per video: owned by the model and its processor; this option changes them where they are loaded."""
+
+    num_frames: int | None = field(
+        default=None,
+        metadata={"help": "Frames sampled per video; short videos repeat frames. Default: the model's own setting."},
+    )
+
+    def __post_init__(self):
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"--num_frames {self.num_frames} must be at least 1")
+
+
+@dataclass
+class TokenCountArguments(FramesArguments):
+    """`framelm data validate|stats`: whose processor counts the tokens, and the length training will use."""
+
+    _argument_group_name = "token count"
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Model folder (or Hub id) whose processor counts the tokens per image and per frame."},
+    )
+    max_length: int | None = field(default=None, metadata={"help": "Sequence length training will use, in tokens."})
+
+
+@dataclass
+class ValidateArguments:
+    """`framelm data validate`."""
+
+    _argument_group_name = "validate"
+
+    media_check: bool = field(
+        default=True, metadata={"help": "Open every media file; --no-media-check checks structure only (fast)."}
+    )
+    report: str | None = field(default=None, metadata={"help": "Write every problem to this file as JSON Lines."})
+    ignore: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Problem kinds not to report (repeatable), e.g. unusual_mode.", "action": "extend"},
+    )
+
+
+@dataclass
+class StatsArguments:
+    """`framelm data stats`."""
+
+    _argument_group_name = "stats"
+
+    bins: int = field(default=10, metadata={"help": "Bars of the histogram of total tokens."})
+
+
+@dataclass
+class ConvertArguments:
+    """`framelm data convert`."""
+
+    _argument_group_name = "convert"
+
+    out: str = field(metadata={"help": "Output folder."})
+    to: Literal["arrow", "webdataset"] = field(
+        default="arrow", metadata={"help": "arrow: `save_to_disk`; webdataset: tar shards."}
+    )
+    split: str = field(
+        default="9,1,0", metadata={"help": "train,val,test weights of the WebDataset split (records are shuffled)."}
+    )
+    shard_size: int = field(default=10_000, metadata={"help": "Records per WebDataset shard."})

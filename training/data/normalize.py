@@ -1,0 +1,148 @@
+"""Stage two of `load_samples`: raw records -> normalized `Sample` rows or `RecordProblem`s, in `Dataset.map` workers.
+
+Each record is parsed (a syntax error costs that record only), passed through its mixture entry's `preprocess_fn`
+when it has one, and read by its format's reader (`formats/`). The output row holds either a sample or a problem, so
+that one `map` keeps every record in file order and the counts always add up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import datasets
+
+from framelm.training.data.arguments import DataArguments
+from framelm.training.data.formats import READERS, ReadOptions, detect_format
+from framelm.training.data.formats.llava import marks_video_with_image
+from framelm.training.data.jsonio import JSONRecordError, find_id, parse_record
+from framelm.training.data.mixture import MixtureEntry, get_preprocess, is_mixture
+from framelm.training.data.sample import SAMPLE_FEATURES, RecordProblem, Sample
+
+CACHE_VERSION = 3  # bump when readers change what they produce, so that old Arrow caches are not reused
+DETECT_RECORDS = 100  # records looked at by `--format auto`
+PROBLEM_COLUMNS = ("problem", "fix", "kind", "note")
+ROW_FEATURES = datasets.Features({**SAMPLE_FEATURES, **{c: datasets.Value("string") for c in PROBLEM_COLUMNS}})
+LEFT_OUT = "left_out"  # `kind` of rows a preprocess_fn returned None for: not samples, not problems
+NOTES = {"video_marked_as_image": "records mark their video with <image> (LLaVA-NeXT style); read as <video>"}
+
+
+@dataclass(frozen=True)
+class EntryJob:
+    """Everything a `map` worker needs to normalize the rows of one data file."""
+
+    label: str  # the file as named in `where`
+    reader: str  # format name
+    options: ReadOptions
+    table: bool  # csv/parquet rows instead of JSON texts
+    preprocess: Callable | None = None
+    columns: tuple[str, ...] | None = None
+    kwargs: dict = field(default_factory=dict)
+    version: int = CACHE_VERSION
+
+
+def entry_job(entry: MixtureEntry, path: str, n_entries: int, data: DataArguments) -> EntryJob:
+    """What stage two needs for one entry; the entry's own folders and role keys win over the run's."""
+    options = ReadOptions(
+        image_folder=entry.image_folder or data.image_folder,
+        video_folder=entry.video_folder or data.video_folder,
+        base_dir=_folder_of(entry.json_path),
+        user_key=entry.user_key or data.user_key,
+        assistant_key=entry.assistant_key or data.assistant_key,
+        allow_outside_root=data.allow_outside_root,
+        source=entry.name,
+    )
+    return EntryJob(
+        label=path if n_entries == 1 and not is_mixture(path) else entry.json_path,
+        reader="llava" if entry.format == "auto" else entry.format,
+        options=options,
+        table=entry.is_table,
+        preprocess=get_preprocess(entry.preprocess_fn) if entry.preprocess_fn else None,
+        columns=entry.columns,
+        kwargs=entry.kwargs,
+    )
+
+
+def _folder_of(path: str) -> str:
+    if "://" in path:
+        return path.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(path))
+
+
+def detect_batch_format(head: dict, job: EntryJob) -> str:
+    """The format of the first records of a stage-one batch (after the entry's preprocess_fn)."""
+    records = (_preprocessed(where, record, job) for where, record in _records(head, job))
+    return detect_format(r for r in itertools.islice(records, DETECT_RECORDS) if isinstance(r, dict))
+
+
+def _records(batch: dict, job: EntryJob) -> Iterator[tuple[str, object]]:
+    """(where, record) for every record of a stage-one batch: the parsed JSON value or table row, or the
+    RecordProblem of a syntax error."""
+    if job.table:
+        columns = [c for c in batch if c != "__row__"]
+        for i, row in enumerate(batch["__row__"]):
+            yield f"{job.label}:row {row + 1}", {c: batch[c][i] for c in columns}
+        return
+    for lines, columns, texts, errors in zip(
+        batch["line"], batch["column"], batch["text"], batch["error"], strict=True
+    ):
+        for line, column, text, error in zip(lines, columns, texts, errors, strict=True):
+            where = f"{job.label}:{line}"
+            if error:
+                yield where, RecordProblem(where, error, "fix the JSON structure there", kind="json_syntax")
+                continue
+            try:
+                yield where, parse_record(text, line, column)
+            except JSONRecordError as err:
+                yield where, RecordProblem(where, err.problem, err.fix, id=find_id(text), kind="json_syntax")
+
+
+def _preprocessed(where: str, record, job: EntryJob):
+    """The record through the entry's preprocess_fn: a JSON value for the reader, a Sample, None (left out by the
+    preprocess_fn) or a RecordProblem (its failure)."""
+    if job.preprocess is None or not isinstance(record, dict):
+        return record
+    row = {c: record.get(c) for c in job.columns} if job.columns else record
+    try:
+        return job.preprocess(row, **job.kwargs)
+    except Exception as err:  # user code: its failure is this record's problem, reported with the others
+        problem = f"preprocess_fn failed: {type(err).__name__}: {err}"
+        return RecordProblem(where, problem, "fix the row or the preprocess_fn", kind="preprocess_error")
+
+
+def normalize_batch(batch: dict, job: EntryJob) -> dict[str, list]:
+    """Parse, preprocess and read each record of a stage-one batch into one ROW_FEATURES row."""
+    out = {name: [] for name in ROW_FEATURES}
+    read = READERS[job.reader]
+    for where, parsed in _records(batch, job):
+        record = parsed if isinstance(parsed, RecordProblem) else _preprocessed(where, parsed, job)
+        note = ""
+        if record is None and job.preprocess is not None:
+            result = RecordProblem(where, "left out by the preprocess_fn", "", kind=LEFT_OUT)
+        elif isinstance(record, Sample):
+            result = replace(record, where=where, source=job.options.source)
+        elif isinstance(record, RecordProblem):
+            result = record
+        else:
+            result = read(record, where, job.options)
+            # a Sample means the record is a dict; the "video" check keeps the scan to video records
+            llava_video = isinstance(result, Sample) and job.reader == "llava" and "video" in record
+            if llava_video and marks_video_with_image(record):
+                note = "video_marked_as_image"
+        if isinstance(result, Sample):
+            row = result.to_row()
+            for name in SAMPLE_FEATURES:
+                out[name].append(row[name])
+            problem = ("", "", "")
+        else:
+            for name, value in (("id", result.id), ("source", job.options.source), ("where", result.where)):
+                out[name].append(value)
+            out["system"].append("")
+            out["turns"].append([])
+            out["media"].append([])
+            problem = (result.problem, result.fix, result.kind)
+        for name, value in zip(PROBLEM_COLUMNS, (*problem, note), strict=True):
+            out[name].append(value)
+    return out

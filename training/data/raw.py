@@ -1,0 +1,76 @@
+"""Stage one of `load_samples`: a data file's records as they are, before any parsing, in a cached Arrow dataset.
+
+Table files (csv, parquet) give one row per record plus its row number. JSON files give one row per chunk of
+`CHUNK_RECORDS` raw record texts with their lines and columns (`jsonio.py` splits them): Arrow writes a few large rows
+far faster than a million small ones (5x for LLaVA records), and stage two (`normalize.py`) expands each chunk back
+into records. Large JSON Lines files are split by byte range across processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+
+from framelm.training.data.jsonio import file_stamp, iter_raw_records, jsonl_shards, sniff_layout
+
+CHUNK_RECORDS = 1000  # raw JSON records per stage-one row
+PARALLEL_BYTES = 64 * 1024 * 1024  # only JSON Lines files larger than this are split across processes
+RAW_FEATURES = datasets.Features(
+    {
+        "line": datasets.List(datasets.Value("int64")),  # 1-based line where each record starts
+        "column": datasets.List(datasets.Value("int64")),
+        "text": datasets.List(datasets.Value("binary")),  # the record's JSON text, parsed in stage two
+        "error": datasets.List(datasets.Value("string")),  # set when the file's structure is broken there
+    }
+)
+
+
+def raw_dataset(path: str, table: bool, num_proc: int | None, cache_dir: str | None) -> datasets.Dataset:
+    """The records of one data file: table rows with `__row__`, or chunks of raw JSON texts (`RAW_FEATURES`)."""
+    if table:
+        builder = "csv" if path.lower().endswith(".csv") else "parquet"
+        raw = datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache_dir)
+        return raw.add_column("__row__", np.arange(len(raw)))
+    stamp = file_stamp(path)
+    workers = num_proc if num_proc is not None else (os.cpu_count() or 1)
+    big = stamp[1] > PARALLEL_BYTES
+    shards = jsonl_shards(path, workers) if big and workers > 1 and sniff_layout(path) == "lines" else [None]
+    return datasets.Dataset.from_generator(
+        _generate_raw,
+        features=RAW_FEATURES,
+        gen_kwargs={"shards": shards, "path": path, "stamp": stamp},
+        num_proc=len(shards) if len(shards) > 1 else None,
+        cache_dir=cache_dir,
+        split="train",
+        writer_batch_size=16,  # chunks held in memory before a write: 16 x 1,000 records
+    )
+
+
+def _generate_raw(shards: list, path: str, stamp: tuple):
+    """`stamp` (path, size, mtime) is unused here but part of the cache key: a changed file is read again."""
+    chunk, yielded = _empty_chunk(), False
+    for shard in shards:
+        for record in iter_raw_records(path, shard):
+            chunk["line"].append(record.line)
+            chunk["column"].append(record.column)
+            chunk["text"].append(record.text)
+            chunk["error"].append(record.error)
+            if len(chunk["line"]) == CHUNK_RECORDS:
+                yield chunk
+                chunk, yielded = _empty_chunk(), True
+    if chunk["line"] or not yielded:  # an empty file is one empty chunk: `datasets` refuses a generator of nothing
+        yield chunk
+
+
+def _empty_chunk() -> dict[str, list]:
+    return {name: [] for name in RAW_FEATURES}
+
+
+def record_count(raw: datasets.Dataset, table: bool) -> int:
+    """Records in a stage-one dataset (a JSON row holds up to `CHUNK_RECORDS` of them)."""
+    if table:
+        return len(raw)
+    return int(pc.sum(pc.list_value_length(raw.data.column("line"))).as_py() or 0)

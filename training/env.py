@@ -1,0 +1,60 @@
+"""`framelm env`: the versions and devices to paste into a bug report (as `trl env` and `accelerate env` print).
+
+framelm env
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+LIBRARIES = ("torch", "transformers", "trl", "accelerate", "datasets", "peft", "deepspeed", "av", "decord",
+             "huggingface_hub", "bitsandbytes")  # fmt: skip
+
+
+def report() -> dict[str, str]:
+    """Name -> value: platform, Python, framelm and each library ("not installed" when absent), and the devices."""
+    from framelm.training.cli import version as framelm_version
+
+    info = {"platform": platform.platform(), "python": sys.version.split()[0], "framelm": framelm_version()}
+    for name in LIBRARIES:
+        try:
+            info[name] = version(name)
+        except PackageNotFoundError:
+            info[name] = "not installed"
+    info["devices"] = devices()
+    return info
+
+
+def devices() -> str:
+    """The accelerators torch sees (name and memory of each), or the CPU with its core count."""
+    import os
+
+    import torch
+
+    found = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            found.append(f"cuda:{index} {props.name} ({props.total_memory / 2**30:.0f} GiB)")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    found.append(f"cpu ({cores} cores{'' if found else ', no accelerator'})")
+    return ", ".join(found)
+
+
+def main(argv: list[str]) -> int:
+    if argv:
+        asked = argv[0] in ("-h", "--help")
+        print(
+            "usage: framelm env    (prints versions and devices; takes no options)",
+            file=sys.stdout if asked else sys.stderr,
+        )
+        return 0 if asked else 2
+    info = report()
+    width = max(len(name) for name in info) + 1
+    for name, value in info.items():
+        print(f"- {name + ':':<{width}} {value}")
+    return 0
