@@ -131,12 +131,13 @@ def test_fsdp2_gradients_equal_one_process_with_a_text_rank_and_a_video_rank(
     tiny_model_dir, tiny_processor, two_records, tmp_path
 ):
     from framelm.modeling import FrameLMForConditionalGeneration
-    from framelm.training.collator import FrameLMCollator
-    from framelm.training.data.loading import load_samples
+    from framelm.training.data.arguments import DataArguments
+    from framelm.training.data_prep import prepare_datasets
 
-    rows = load_samples(str(two_records)).dataset
-    collator = FrameLMCollator(tiny_processor)
-    batches = [collator([row]) for row in rows]  # rank 0: the text record, rank 1: the video record
+    data = prepare_datasets(
+        DataArguments(dataset=str(two_records), bad_records="skip"), tiny_processor, max_length=None
+    )
+    batches = [data.collator([row]) for row in data.train]  # rank 0: the text record, rank 1: the video record
     assert "pixel_values_videos" not in batches[0] and "pixel_values_videos" in batches[1]
     torch.save(batches, tmp_path / "batches.pt")
     script = Path(__file__).parent / "support" / "fsdp2_grads.py"

@@ -6,9 +6,8 @@ import json
 import pytest
 import torch
 from support.processes import run_without_framelm
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
-from framelm.training.arguments import FrameLMArguments, FrameLMSFTConfig
 from framelm.training.model_setup import LM_LORA_TARGETS, peft_config_for
 
 TEXT_RECORD = {"id": "t", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]}
@@ -51,7 +50,7 @@ def test_merged_export_loads_without_peft_and_gives_the_adapted_outputs(tiny_mod
     from safetensors.torch import load_file
 
     from framelm.training.cli import main as cli
-    from framelm.training.train import run
+    from framelm.training.train import parse_args, run
 
     make_image("red.png", color=(255, 0, 0))
     records = [
@@ -66,7 +65,7 @@ def test_merged_export_loads_without_peft_and_gives_the_adapted_outputs(tiny_mod
             "--lora_modules_to_save", "lm_head", "--per_device_train_batch_size", "2", "--max_steps", "2",
             "--learning_rate", "1e-2", "--dataloader_num_workers", "0", "--report_to", "none",
             "--save_strategy", "no", "--activation_checkpointing", "false"]  # fmt: skip
-    trainer = run(*TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig)).parse_args_and_config(argv))
+    trainer = run(*parse_args(argv))
     batch = trainer.data_collator([trainer.train_dataset[0]])
     with torch.no_grad():
         adapted = trainer.model.eval()(**batch).logits
@@ -102,14 +101,14 @@ def test_qlora_quantizes_the_lm_only_and_trains_adapters_and_the_projector(tiny_
     """bitsandbytes' CPU backend runs 4-bit layers here, so QLoRA is tested on CPU like everything else."""
     from bitsandbytes.nn import Linear4bit
 
-    from framelm.training.train import run
+    from framelm.training.train import parse_args, run
 
     (tmp_path / "train.jsonl").write_text(json.dumps(TEXT_RECORD) + "\n")
     argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(tmp_path / "train.jsonl"),
             "--output_dir", str(tmp_path / "qlora"), "--load_in_4bit", "--use_peft", "--lora_r", "4",
             "--dtype", "bfloat16", "--per_device_train_batch_size", "1", "--max_steps", "2", "--learning_rate", "1e-2",
             "--dataloader_num_workers", "0", "--report_to", "none", "--save_strategy", "no"]  # fmt: skip
-    trainer = run(*TrlParser((FrameLMArguments, FrameLMSFTConfig, ModelConfig)).parse_args_and_config(argv))
+    trainer = run(*parse_args(argv))
     quantized = {name for name, module in trainer.model.named_modules() if isinstance(module, Linear4bit)}
     assert quantized and all(".language_model." in name for name in quantized)  # tower, projector, head stay full
     assert len(quantized) == 2 * 7  # every linear layer of the 2 decoder layers

@@ -170,7 +170,7 @@ def test_num_frames_given_to_train_is_saved_with_the_model_and_exported(tmp_path
     assert json.loads((out / "processor_config.json").read_text())["num_frames"] == 2  # ... and saved as such
     assert json.loads((out / "config.json").read_text())["num_frames"] == 2
     assert json.loads((out / "framelm_run.json").read_text())["num_frames"] == 2
-    assert cli(["export", str(out), str(hub)]) == 0
+    assert cli(["export", str(out), "--out", str(hub)]) == 0
     card = (hub / "README.md").read_text()
     assert "| Tokens per video | 2 frames x 16 tokens = 32 |" in card and "4 frames" not in card
     assert json.loads((hub / "processor_config.json").read_text())["num_frames"] == 2
