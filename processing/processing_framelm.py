@@ -39,7 +39,6 @@ from .inputs_framelm import (
 from .media_framelm import load_image, load_video, sample_frame_indices
 from .sources_framelm import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, FetchLimits
 
-INSERT_MEDIA_CHOICES = ("left", "right")
 TEMPLATE_VARIABLES = ("image_token", "video_token")
 
 

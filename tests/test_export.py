@@ -172,3 +172,20 @@ def test_export_killed_at_random_steps_leaves_nothing_that_looks_complete_and_th
         assert {p.name: p.read_bytes() for p in out.iterdir()} == expected
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # leftovers cleaned by the rerun
         shutil.rmtree(out)
+
+
+@pytest.mark.parametrize(
+    ("base_model", "expected", "relation"),
+    [("llava-hf/llava-1.5-7b-hf", ["llava-hf/llava-1.5-7b-hf"], "finetune"), ("/data/llava-local", None, None)],
+)
+def test_an_imported_model_names_its_source_as_base_model_only_when_it_is_a_hub_id(
+    tiny_model, base_model, expected, relation
+):
+    import copy
+
+    from framelm.training.hub.card import card_data
+
+    config = copy.deepcopy(tiny_model.config)
+    config.base_model = base_model
+    data = card_data(config, "m", "apache-2.0", [], None)
+    assert data.base_model == expected and data.base_model_relation == relation

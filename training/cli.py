@@ -16,7 +16,10 @@ import sys
 
 # subcommand -> (module under framelm.training, one-line description shown by `framelm --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("init", "Build a new FrameLM from a vision tower and a causal LM, or a tiny random one (--tiny)."),
+    "init": (
+        "init",
+        "New FrameLM: a vision tower + a causal LM, an imported llava-hf VLM (--from-llava), or --tiny.",
+    ),
     "data": ("data.cli", "Validate, inspect, convert datasets and extract video frames."),
     "train": ("train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
     "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),

@@ -56,7 +56,14 @@ def evaluation_from_judge(path: Path, candidate: str | None) -> dict:
 def card_data(config, model_name: str, license_id: str, datasets: list[str], evaluation: dict | None):
     from huggingface_hub import EvalResult, ModelCardData
 
-    towers = [getattr(c, "_name_or_path", "") for c in (config.vision_config, config.text_config)]
+    # an imported VLM (`framelm init --from-llava`) is fine-tuned from that checkpoint; a built one from its two towers
+    imported = getattr(config, "base_model", None)
+    bases = (
+        [imported]
+        if imported
+        else [getattr(c, "_name_or_path", "") for c in (config.vision_config, config.text_config)]
+    )
+    bases = [name for name in bases if name and is_hub_id(name)]
     eval_results = [
         EvalResult(
             task_type="image-text-to-text",
@@ -74,7 +81,8 @@ def card_data(config, model_name: str, license_id: str, datasets: list[str], eva
         license=license_id,
         library_name="transformers",
         pipeline_tag="image-text-to-text",
-        base_model=[name for name in towers if name and is_hub_id(name)] or None,
+        base_model=bases or None,
+        base_model_relation="finetune" if imported and bases else None,
         datasets=[name for name in datasets if is_hub_id(name)] or None,
         tags=["framelm", "multimodal", "video", "image-text-to-text", "custom_code"],
         eval_results=eval_results or None,

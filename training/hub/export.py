@@ -118,6 +118,8 @@ def export(
         for sub_config in (model.config.vision_config, model.config.text_config):
             # config.json keeps each tower's origin (read by the card above); a local folder goes by its base name
             sub_config._name_or_path = _publish_local_names([sub_config._name_or_path], result.local_names)[0]
+        if getattr(model.config, "base_model", None):  # the imported checkpoint (`framelm init --from-llava`)
+            model.config.base_model = _publish_local_names([model.config.base_model], result.local_names)[0]
         model.save_pretrained(partial, max_shard_size=max_shard_size)
         processor.save_pretrained(partial)
         if run is not None:
