@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from framelm.training.data.policy import BadRecordsError
+    from framelm.training.data.policy import DataError
     from framelm.training.launch import launch_if_asked
 
     argv = sys.argv[1:] if argv is None else argv
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit.code or 0)
     try:
         run(script_args, data_args, training_args, model_args)
-    except BadRecordsError as err:  # the message lists the records and the fixes: a traceback would bury it
+    except DataError as err:  # the message names the records or the file and the fixes: a traceback would bury it
         print(f"framelm train: {err}", file=sys.stderr)
         return 1
     return 0

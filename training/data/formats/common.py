@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+import reprlib
 from dataclasses import dataclass
 
 from framelm.training.data.paths import OutsideRootError, resolve_media_path
@@ -52,9 +53,11 @@ def _role_names(user_key: str | None, assistant_key: str | None) -> dict[str, st
 
 
 def record_id(record) -> str:
-    if isinstance(record, dict) and record.get("id") is not None:
-        return str(record["id"])
-    return ""
+    """The record's `id` as text; an id that is not a string or a number is shown shortened, for the report."""
+    value = record.get("id") if isinstance(record, dict) else None
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, (str, int, float)) else _short(value)
 
 
 def problem(record, where: str, kind: str, text: str, fix: str) -> RecordProblem:
@@ -157,6 +160,11 @@ def build_sample(
         expected = "assistant" if role == "user" else "user"
     if not turns:
         return problem(record, where, "empty_conversation", "the conversation has no turns", "add the turns")
+    if PLACEHOLDER_PATTERN.search(system):  # the template renders it as text, then the processor finds a placeholder
+        return problem(
+            record, where, "media_in_system_prompt", "the system prompt contains a media placeholder",
+            "move the <image>/<video> placeholder into a user turn",
+        )  # fmt: skip
     if expected == "assistant":
         return problem(
             record, where, "role_order", "the conversation ends with a user turn that has no answer",
@@ -230,6 +238,10 @@ def text_messages(record, where: str, turns, role_key: str, text_key: str) -> li
     return messages
 
 
+_SHORT = reprlib.Repr()  # bounded depth and length: a record nested 1,000 levels deep prints short
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
+
+
 def _short(value, limit: int = 60) -> str:
-    text = repr(value)
+    text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
