@@ -3,7 +3,7 @@
 import json
 
 from framelm.training.cli import main as cli
-from framelm.training.eval.generate import completed_ids
+from framelm.training.eval.prompts import answered_keys
 
 
 def write_prompts(path, records):
@@ -31,7 +31,7 @@ def test_batch_generation_answers_every_good_prompt_and_reports_the_bad_one(
     assert cli(argv) == 1  # a failed prompt makes the exit code non-zero ...
     answers = read_answers(out)
     assert [a["question_id"] for a in answers] == [0, 1, 3]  # ... but every other prompt is answered
-    assert "1 failed (question ids [2])" in capsys.readouterr().out
+    assert "1 failed (2)" in capsys.readouterr().out
     first = answers[0]
     assert set(first) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
     assert first["prompt"] == "Can you describe the scene?" and first["model_id"] == tiny_model_dir.name
@@ -54,7 +54,7 @@ def test_a_rerun_skips_answered_ids_and_redoes_a_torn_line(tiny_model_dir, tmp_p
     assert cli(argv) == 0
     lines = out.read_text().splitlines(keepends=True)
     out.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])  # killed while writing the third line
-    assert completed_ids(out) == {0, 1}
+    assert answered_keys(out) == {"0", "1"}
     assert out.read_text() == lines[0] + lines[1]  # the torn line was cut off
     assert cli(argv) == 0
     assert "2 already answered, 1 answered now, 0 failed" in capsys.readouterr().out

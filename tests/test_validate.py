@@ -11,7 +11,8 @@ from PIL import Image
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
-from framelm.training.data.validate import check_media_file, validate
+from framelm.training.data.media_check import check_media_file
+from framelm.training.data.validate import validate
 
 
 def conversation(question: str, answer: str = "ok") -> list[dict]:

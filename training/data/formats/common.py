@@ -57,7 +57,7 @@ def record_id(record) -> str:
     value = record.get("id") if isinstance(record, dict) else None
     if value is None:
         return ""
-    return str(value) if isinstance(value, (str, int, float)) else _short(value)
+    return str(value) if isinstance(value, (str, int, float)) else short_repr(value)
 
 
 def problem(record, where: str, kind: str, text: str, fix: str) -> RecordProblem:
@@ -72,7 +72,7 @@ def as_path_list(value, key: str) -> list[str] | str:
         return [value] if value else []
     if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
         return value
-    return f"'{key}' must be a path or a list of non-empty paths, not {_short(value)}"
+    return f"'{key}' must be a path or a list of non-empty paths, not {short_repr(value)}"
 
 
 def video_kind(path: str) -> str:
@@ -131,7 +131,7 @@ def build_sample(
             if role is None:
                 known = ", ".join(sorted(roles))
                 return problem(
-                    record, where, "unknown_role", f"turn {index} has role {_short(raw_role)}; known roles: {known}",
+                    record, where, "unknown_role", f"turn {index} has role {short_repr(raw_role)}; known roles: {known}",
                     "rename the role, or pass --user-key/--assistant-key with the role names your data uses",
                 )  # fmt: skip
             if role == SYSTEM_ROLE:
@@ -224,14 +224,14 @@ def text_messages(record, where: str, turns, role_key: str, text_key: str) -> li
     """[(role, text)] from a list of {role_key: ..., text_key: "..."} dicts, or the problem with the first bad turn."""
     if not isinstance(turns, list):
         return problem(
-            record, where, "missing_key", f"no list of turns (found {_short(turns)})",
+            record, where, "missing_key", f"no list of turns (found {short_repr(turns)})",
             f"add a list of {{{role_key!r}: ..., {text_key!r}: ...}} turns",
         )  # fmt: skip
     messages = []
     for index, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict) or not isinstance(turn.get(text_key), str):
             return problem(
-                record, where, "bad_turn", f"turn {index} is {_short(turn)}, not {{{role_key!r}, {text_key!r}: text}}",
+                record, where, "bad_turn", f"turn {index} is {short_repr(turn)}, not {{{role_key!r}, {text_key!r}: text}}",
                 f"give every turn a {role_key!r} and a string {text_key!r}",
             )  # fmt: skip
         messages.append((turn.get(role_key), turn[text_key]))
@@ -242,6 +242,6 @@ _SHORT = reprlib.Repr()  # bounded depth and length: a record nested 1,000 level
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
 
 
-def _short(value, limit: int = 60) -> str:
+def short_repr(value, limit: int = 60) -> str:
     text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
