@@ -107,8 +107,10 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         write_run_record(training_args.output_dir, script_args, data_args, training_args, model_args, trainer,
-                         data.skipped)  # fmt: skip
-        logger.info("saved a Hub-ready FrameLM to %s (%d records skipped)", training_args.output_dir, data.skipped)
+                         trainer.skipped_records)  # fmt: skip
+        logger.info("saved a Hub-ready FrameLM to %s (%d records skipped before training, %d while training: media "
+                    "that failed to decode, each named in a warning above)", training_args.output_dir,
+                    trainer.skipped_before_training, trainer.skipped_in_training)  # fmt: skip
     return trainer
 
 

@@ -131,7 +131,8 @@ def build_sample(
             if role is None:
                 known = ", ".join(sorted(roles))
                 return problem(
-                    record, where, "unknown_role", f"turn {index} has role {short_repr(raw_role)}; known roles: {known}",
+                    record, where, "unknown_role",
+                    f"turn {index} has role {short_repr(raw_role)}; known roles: {known}",
                     "rename the role, or pass --user-key/--assistant-key with the role names your data uses",
                 )  # fmt: skip
             if role == SYSTEM_ROLE:
@@ -231,7 +232,8 @@ def text_messages(record, where: str, turns, role_key: str, text_key: str) -> li
     for index, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict) or not isinstance(turn.get(text_key), str):
             return problem(
-                record, where, "bad_turn", f"turn {index} is {short_repr(turn)}, not {{{role_key!r}, {text_key!r}: text}}",
+                record, where, "bad_turn",
+                f"turn {index} is {short_repr(turn)}, not {{{role_key!r}, {text_key!r}: text}}",
                 f"give every turn a {role_key!r} and a string {text_key!r}",
             )  # fmt: skip
         messages.append((turn.get(role_key), turn[text_key]))
