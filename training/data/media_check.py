@@ -67,8 +67,8 @@ def check_media_file(kind: str, path: str, check: MediaCheck | None = None) -> l
 
 def _fetch_problem(kind: str, source: str, err: Exception) -> Problem:
     """A remote file that could not be fetched: not found, too slow, too large, or no fsspec backend for it."""
-    if isinstance(err, FileNotFoundError):
-        return "missing_file", f"remote {kind} not found: {err}", "fix the URL"
+    if isinstance(err, FileNotFoundError):  # "remote file not found: <url> (HTTP 404)"
+        return "missing_file", f"{kind}: {err}", "fix the URL"
     fix = "install what the message names" if isinstance(err, ImportError) else "check the URL and the server"
     return "fetch_failed", f"cannot fetch {kind} {redact(source)}: {err}", f"{fix}, or copy the file locally"
 

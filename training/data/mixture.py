@@ -35,6 +35,7 @@ import yaml
 
 from framelm.processing.sources_framelm import install_hint
 from framelm.training.data.formats import FORMATS
+from framelm.training.data.formats.common import short_repr
 from framelm.training.data.policy import DataError
 
 PREPROCESS_FNS: dict[str, Callable] = {}
@@ -65,7 +66,10 @@ def get_preprocess(name: str) -> Callable:
     """A registered function by name, or `package.module:function` (importing the module registers its functions)."""
     if ":" in name:
         module, _, attribute = name.partition(":")
-        fn = getattr(importlib.import_module(module), attribute, None)
+        try:
+            fn = getattr(importlib.import_module(module), attribute, None)
+        except (ImportError, TypeError, ValueError) as err:  # no such module, a relative or malformed name
+            raise ValueError(f"preprocess_fn {name!r}: cannot import {module!r} ({err})") from None
         if fn is None:
             raise ValueError(f"preprocess_fn {name!r}: module {module!r} has no {attribute!r}")
         return fn
@@ -181,11 +185,18 @@ def is_mixture(path: str) -> bool:
 
 def load_mixture(path: str) -> list[MixtureEntry]:
     """Parse and check a mixture YAML before any data is read; every error names the file, the entry and the key,
-    and all of the entries' errors are listed at once."""
-    entries = _read_yaml(path)
-    entries = entries.get("datasets") if isinstance(entries, dict) else entries
+    and the errors of all entries are listed at once."""
+    entries, errors = check_entries(_read_yaml(path), path)
+    if errors:
+        raise MixtureError("\n".join(errors))
+    return entries
+
+
+def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
+    """A parsed mixture document -> (its good entries, one error per bad entry); never raises on what it holds."""
+    entries = document.get("datasets") if isinstance(document, dict) else document
     if not isinstance(entries, list) or not entries:
-        raise MixtureError(f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')")
+        return [], [f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')"]
     root = os.path.dirname(os.path.abspath(path))
     result, errors, names = [], [], set()
     for index, raw in enumerate(entries, start=1):
@@ -197,11 +208,10 @@ def load_mixture(path: str) -> list[MixtureEntry]:
         if entry.name in names:
             errors.append(f"{entry.label}: the name {entry.name!r} is used twice; names seed the sampling and must "
                           "differ")  # fmt: skip
+            continue
         names.add(entry.name)
         result.append(entry)
-    if errors:
-        raise MixtureError("\n".join(errors))
-    return result
+    return result, errors
 
 
 def _read_yaml(path: str):
@@ -217,6 +227,8 @@ def _read_yaml(path: str):
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         context = f" ({err.context})" if err.context else ""
         raise MixtureError(f"{path}: not valid YAML{where}: {err.problem}{context}; fix the syntax there") from None
+    except RecursionError:
+        raise MixtureError(f"{path}: lists or mappings nested too deeply to read; a mixture is a flat list") from None
     except yaml.YAMLError as err:  # ReaderError: a NUL or other character YAML does not allow
         character = getattr(err, "character", None)
         shown = repr(chr(character)) if isinstance(character, int) else repr(character)
@@ -230,39 +242,41 @@ def _entry(raw, label: str, root: str) -> MixtureEntry:
         raise ValueError(f"{label} needs at least a 'json_path' (and usually 'name' and 'sampling_strategy')")
     json_path = raw["json_path"]
     if not isinstance(json_path, str):
-        raise ValueError(f"{label}: json_path must be a path or URL, not {json_path!r}")
+        raise ValueError(f"{label}: json_path must be a path or URL, not {short_repr(json_path)}")
     if "://" not in json_path and not os.path.isabs(json_path):
         json_path = os.path.join(root, json_path)
     name = raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0]
     if not isinstance(name, (str, int)) or isinstance(name, bool):
-        raise ValueError(f"{label}: name must be a string, not {name!r}")
+        raise ValueError(f"{label}: name must be a string, not {short_repr(name)}")
     label = f"{label} ({name})"
     if not json_path.lower().endswith(DATA_SUFFIXES):
         raise ValueError(f"{label}: json_path {json_path!r} must end in one of {DATA_SUFFIXES}")
     for key, (types, what) in ENTRY_KEY_TYPES.items():
         if raw.get(key) is not None and not isinstance(raw[key], types):
-            raise ValueError(f"{label}: {key} must be {what}, not {raw[key]!r}")
+            raise ValueError(f"{label}: {key} must be {what}, not {short_repr(raw[key])}")
     fmt = raw.get("format", "auto")
     if fmt not in FORMATS:
-        raise ValueError(f"{label}: format {fmt!r} is not one of {list(FORMATS)}")
+        raise ValueError(f"{label}: format {short_repr(fmt)} is not one of {list(FORMATS)}")
     columns = raw.get("columns")
     if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns)):
-        raise ValueError(f"{label}: columns must be a list of column names like [url, caption], not {columns!r}")
+        raise ValueError(f"{label}: columns must be a list of names like [url, caption], not {short_repr(columns)}")
     try:
         strategy = SamplingStrategy.parse(raw.get("sampling_strategy", "all"))
     except ValueError as err:
         raise ValueError(f"{label}: {err}") from None
     known = {f.name for f in fields(MixtureEntry)} - {"kwargs", "label"}
     extra = {k: v for k, v in raw.items() if k not in known}
+    if odd := [key for key in extra if not isinstance(key, str)]:
+        raise ValueError(f"{label}: keys must be names, not {short_repr(odd)}")
     if extra and not raw.get("preprocess_fn"):
         raise ValueError(
-            f"{label}: keys {sorted(map(str, extra))} are only passed to a preprocess_fn, and none is given; "
+            f"{label}: keys {sorted(extra)} are only passed to a preprocess_fn, and none is given; "
             f"known keys: {sorted(known)}"
         )
     if raw.get("preprocess_fn"):
         try:
             get_preprocess(raw["preprocess_fn"])  # fail now, not after reading the data
-        except (ValueError, ImportError) as err:
+        except ValueError as err:
             raise ValueError(f"{label}: {err}") from None
     if problem := filesystem_problem(json_path):
         raise ValueError(f"{label}: {problem}")
