@@ -258,6 +258,15 @@ BAD_RECORDS = [  # (record as JSON text, kind, words the problem must contain)
     (json.dumps({"id": "l", "image": 7, "conversations": conv("<image>", "b")}), "bad_media_path", "'image' must be"),
     (json.dumps({"id": "m", "conversations": [*conv("a", "b"), {"from": "system", "value": "s"}, *conv("c", "d")]}),
      "role_order", "turn 3 is a system turn"),
+    ('{"id": "", "conversations": [{"from": "human", "value": "hi"', "json_syntax", "the record ends early"),
+    (json.dumps({"id": "o", "conversations": conv("\ud800 <- half a character", "b")}), "json_syntax",
+     "a lone UTF-16 surrogate escape \\ud800 at line 16, column 59"),
+    ('{"id": "p", "conversations": ' + "[" * 3000 + "]" * 3000 + "}", "json_syntax", "nests lists and objects too"),
+    (json.dumps({"id": "q", "image": "x.jpg", "conversations": [{"from": "system", "value": "Look: <image>"},
+                                                                *conv("a", "b")]}),
+     "media_in_system_prompt", "the system prompt contains a media placeholder"),
+    (json.dumps({"id": "r", "system_prompt": "<video>", "video": "v.mp4", "conversations": conv("a", "b")}),
+     "media_in_system_prompt", "the system prompt contains a media placeholder"),
 ]  # fmt: skip
 
 
@@ -271,8 +280,42 @@ def test_every_bad_record_kind_is_reported_with_its_line_and_id_and_the_counts_a
         assert (problem.kind, problem.where) == (kind, f"{tmp_path / 'data.jsonl'}:{line}"), problem
         assert words in problem.problem and problem.fix
     ids = [p.id for p in loaded.problems]
-    assert ids == ["a", "", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"]  # "a" is read from broken JSON
+    # "a", "o" and "p" are read from JSON that does not parse; the broken record with `"id": ""` has an empty id
+    assert ids == ["a", "", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "", "o", "p", "q", "r"]
     assert loaded.problems[0].problem == "a trailing comma at line 2, column 63 before ']'"
+
+
+def test_a_lone_surrogate_in_any_string_costs_its_record_only_and_a_pair_is_a_character(tmp_path):
+    records = [{"id": "pair", "conversations": conv("\U0001F600 smile", "b")},  # written as a surrogate pair
+               {"id": "lone", "conversations": conv("a", "b"), "note": {"deep": ["\udfff"]}},
+               {"id": "escaped", "conversations": conv("a backslash: \\ud800", "b")}]  # text, not an escape
+    loaded = load(tmp_path, jsonl(*records))
+    assert [row["id"] for row in loaded.dataset] == ["pair", "escaped"]
+    assert loaded.dataset[0]["turns"][0]["text"] == "\U0001F600 smile"
+    (lone,) = loaded.problems
+    assert (lone.id, lone.kind, lone.where) == ("lone", "json_syntax", f"{tmp_path / 'data.jsonl'}:2")
+    assert "surrogate escape \\udfff at line 2" in lone.problem and "both halves" in lone.fix
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path):
+    records = [{"id": str(i), "conversations": conv("a", "b")} for i in range(3)]
+    text = "\r".join(json.dumps(r) for r in records) + "\r"
+    loaded = load(tmp_path, text)
+    assert loaded.total == 3 and [row["id"] for row in loaded.dataset] == ["0", "1", "2"]
+    assert [row["where"].rsplit(":", 1)[1] for row in loaded.dataset] == ["1", "2", "3"]
+    mixed = jsonl(records[0]) + json.dumps(records[1]) + "\r" + json.dumps(records[2]) + "\r\n" + "{broken\n"
+    loaded = load(tmp_path, mixed, "mixed.jsonl")
+    assert loaded.total == 4 and [p.where.rsplit(":", 1)[1] for p in loaded.problems] == ["4"]
+
+
+def test_jsonl_shards_count_bare_cr_line_ends_like_the_reader(tmp_path):
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"pad": "x" * 200})
+    path.write_bytes(b"".join((line + ("\r" if i % 3 == 0 else "\n" if i % 3 == 1 else "\r\n")).encode()
+                              for i in range(6000)))  # fmt: skip
+    shards = jsonl_shards(str(path), 3)
+    assert len(shards) == 3
+    assert [r.line for shard in shards for r in iter_raw_records(str(path), shard)] == list(range(1, 6001))
 
 
 def test_paths_outside_the_root_are_accepted_when_allowed():

@@ -316,17 +316,16 @@ def filesystem_problem(path: str) -> str | None:
 def reading(entry: MixtureEntry) -> Iterator[None]:
     """Errors of reading one data file as one `MixtureError` naming its entry: a missing file, a table that does not
     parse (an unterminated CSV quote), a missing fsspec backend."""
-    named = f"{entry.label}: " if entry.label else ""
+    named = f"{entry.label}: {entry.json_path}" if entry.label else entry.json_path
     try:
         yield
     except FileNotFoundError:
-        raise MixtureError(f"{named}{entry.json_path} not found") from None
+        raise MixtureError(f"{named}: not found") from None
     except ImportError as err:
-        problem = filesystem_problem(entry.json_path) or f"cannot read {entry.json_path}: {err}"
-        raise MixtureError(f"{named}{problem}") from None
+        raise MixtureError(f"{named}: {filesystem_problem(entry.json_path) or err}") from None
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err
-        raise MixtureError(f"{named}cannot read {entry.json_path}: {type(cause).__name__}: {cause}") from None
+        raise MixtureError(f"{named}: cannot be read: {type(cause).__name__}: {cause}") from None
 
 
 def _caption_record(row: dict, kind: str, prompt: str, aes_cutoff, min_size) -> dict | None:
