@@ -135,7 +135,10 @@ def _check_image(path: str, check: MediaCheck) -> list[Problem]:
     try:
         with Image.open(source) as image:  # reads the header only: the mode as stored, before any conversion
             mode, size = image.mode, image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # the header claims more pixels than PIL (and training) will decode
+        return [("undecodable", f"image {shown} is too large to decode safely: {err}",
+                 "downscale it; training refuses it as it is")]  # fmt: skip
+    except (UnidentifiedImageError, OSError) as err:
         return [("undecodable", f"cannot open image {shown}: {err}", "replace the file with a valid image")]
     if min(size) <= 1:
         found.append(("tiny_image", f"image {shown} is {size[0]}x{size[1]} pixels",
