@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -210,17 +209,6 @@ def test_mixture_yaml_errors_name_the_entry_and_key(tmp_path, entries, message):
         load_mixture(path)
 
 
-@pytest.fixture
-def missing_backends(monkeypatch):
-    """s3:// and http:// as fsspec sees them where s3fs, or aiohttp, is not installed (whatever this machine has)."""
-    registry = importlib.import_module("fsspec.registry")  # the module: `fsspec.registry` is also a mapping
-    for scheme, err in (("s3", "Install s3fs to access S3"),
-                        ("http", 'HTTPFileSystem requires "requests" and "aiohttp" to be installed')):  # fmt: skip
-        monkeypatch.setitem(registry.known_implementations, scheme,
-                            {"class": "framelm_not_installed.FileSystem", "err": err})  # fmt: skip
-        monkeypatch.delitem(registry._registry, scheme, raising=False)
-
-
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -244,7 +232,7 @@ def missing_backends(monkeypatch):
         ("- json_path: nope://bucket/a.jsonl\n", r"dataset 1 \(a\): fsspec knows no nope:// filesystem"),
     ],
 )  # fmt: skip
-def test_mixture_mistakes_are_one_message_naming_the_entry(tmp_path, missing_backends, text, message):
+def test_mixture_mistakes_are_one_message_naming_the_entry(tmp_path, missing_fsspec_backends, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(MixtureError, match=message):
@@ -269,7 +257,7 @@ def test_every_bad_entry_is_listed_at_once_and_the_command_prints_no_traceback(t
     assert "dataset 3 (b): columns must be a list of names" in err and "Traceback" not in err
 
 
-def test_a_file_that_cannot_be_read_is_named_with_its_entry(tmp_path, missing_backends):
+def test_a_file_that_cannot_be_read_is_named_with_its_entry(tmp_path, missing_fsspec_backends):
     (tmp_path / "open_quote.csv").write_text('url,caption\n"a.png,a caption\nb.png,another\n')
     path = write_yaml(tmp_path / "mix.yaml", [{"name": "captions", "json_path": "open_quote.csv",
                                                "preprocess_fn": "image_caption"}])  # fmt: skip
