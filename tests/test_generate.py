@@ -2,6 +2,8 @@
 
 import json
 
+from support.broken_media import png_claiming
+
 from framelm.training.cli import main as cli
 from framelm.training.eval.prompts import answered_keys
 
@@ -124,7 +126,8 @@ def test_every_bad_prompt_line_is_reported_with_its_line_and_the_counts_add_up(t
     assert read.problems[-2].problem == f"question_id 1 is already used at {path}:1"
 
 
-def test_bad_prompts_never_cost_an_answer_and_duplicates_are_answered_once(tiny_model_dir, tmp_path, capsys):
+def test_bad_prompts_never_cost_an_answer_and_duplicates_are_answered_once(tiny_model_dir, tmp_path, capsys, caplog):
+    (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\ufeff" + "\n".join([
         '{"question_id": 0, "text": "Say yes."}',
@@ -132,6 +135,7 @@ def test_bad_prompts_never_cost_an_answer_and_duplicates_are_answered_once(tiny_
         '{"question_id": 2, "text": "Say no."}',
         '{"question_id": "0", "text": "Say yes again."}',
         "{not json",
+        '{"question_id": 5, "text": "What is it?", "image": "bomb.png"}',
     ]) + "\n", encoding="utf-8")  # fmt: skip
     out = tmp_path / "answers.jsonl"
     argv = ["generate", str(tiny_model_dir), "--prompt-file", str(prompts), "--output-file", str(out), "--greedy",
@@ -139,7 +143,8 @@ def test_bad_prompts_never_cost_an_answer_and_duplicates_are_answered_once(tiny_
     assert cli(argv) == 1
     assert [a["question_id"] for a in read_answers(out)] == [0, 2]  # the whole batch answered, none twice
     printed = capsys.readouterr().out
-    assert f"5 prompts: 0 already answered, 2 answered now, 3 failed ({prompts}:2, 0, {prompts}:5)" in printed
+    assert f"6 prompts: 0 already answered, 2 answered now, 4 failed ({prompts}:2, 0, {prompts}:5, 5)" in printed
+    assert "too large to decode safely" in caplog.text  # the decompression bomb, reported for its prompt
 
 
 def test_a_corrupt_line_in_the_answer_file_is_left_in_place_and_its_question_answered(tiny_model_dir, tmp_path):

@@ -227,6 +227,7 @@ def test_mixture_yaml_errors_name_the_entry_and_key(tmp_path, entries, message):
         ("- json_path: s3://bucket/a.jsonl\n",
          r"dataset 1 \(a\): cannot read s3:// URLs: Install s3fs to access S3; pip install s3fs \(with framelm: "
          r"pip install 'framelm\[s3\]'\)"),
+        ("- json_path: gs://bucket/a.jsonl\n", r"cannot read gs:// URLs: .*pip install 'framelm\[gcs\]'"),
         ("- json_path: http://127.0.0.1:9/a.jsonl\n",
          r"dataset 1 \(a\): cannot read http:// URLs: HTTPFileSystem requires \"requests\" and \"aiohttp\""),
         ("- json_path: nope://bucket/a.jsonl\n", r"dataset 1 \(a\): fsspec knows no nope:// filesystem"),

@@ -57,6 +57,13 @@ def test_strict_names_file_line_and_id_even_from_a_worker_process(tiny_processor
     assert message.startswith("d.jsonl:2 (id=2): cannot decode video") and "Traceback" not in message
 
 
+def test_a_missing_fsspec_backend_names_the_record_and_the_extra(tiny_processor, missing_fsspec_backends):
+    remote = row("7", [{"kind": "image", "path": "s3://bucket/red.png"}])
+    with pytest.raises(RecordReadError, match=r"^d.jsonl:7 \(id=7\): cannot read s3://bucket/red.png: .*"
+                       r"pip install 'framelm\[s3\]'"):  # fmt: skip
+        FrameLMCollator(tiny_processor)([remote])
+
+
 def test_two_workers_bring_every_count_to_the_main_process(tiny_processor, rows):
     loader = DataLoader(rows, batch_size=2, collate_fn=FrameLMCollator(tiny_processor, bad_records="skip"),
                         num_workers=2)  # fmt: skip

@@ -300,7 +300,7 @@ def _lone_surrogate(text: str) -> int | None:
     """Where a `\\uD800`-`\\uDFFF` escape stands without its other half, or None (`\\\\` pairs are skipped,
     so an escaped backslash before `uD800` is not mistaken for an escape)."""
     for match in _SURROGATE_ESCAPES.finditer(text):
-        if match.group(1) and not match.group(2) or match.group(3):
+        if (match.group(1) and not match.group(2)) or match.group(3):
             return match.start()
     return None
 
