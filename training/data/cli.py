@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
 from framelm.training.cli import OneLineErrors
 from framelm.training.data.arguments import (
@@ -34,10 +35,10 @@ def run_validate(data: DataArguments, counts: TokenCountArguments, options: Vali
 
     processor = _counting_processor(counts) if counts.model is not None else None
     media = MediaCheck(remote=options.remote_media_check)  # without --model: the processor's defaults
-    if processor is not None:
-        media = MediaCheck(processor.num_frames, processor.fetch_limits, options.remote_media_check)
+    if processor is not None:  # its frames per video (--num-frames applied) and fetch limits
+        media = replace(media, num_frames=processor.num_frames, limits=processor.fetch_limits)
     elif counts.num_frames is not None:
-        media = MediaCheck(counts.num_frames, remote=options.remote_media_check)
+        media = replace(media, num_frames=counts.num_frames)
     report = validate(
         data,
         check_media=options.media_check,

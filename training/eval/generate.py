@@ -9,7 +9,9 @@ A prompt line is `{"video": "video_test.mp4", "text": "Can you describe the scen
 against `--media-base-path`, or the prompt file's own folder; a path leading outside it is refused unless
 `--allow-outside-root`. The prompt becomes messages through the same builder as training records. Each answer line
 holds question_id, prompt, text, answer_id, model_id and metadata (category, media, generation settings) - the
-answer-file format llava-bench and `framelm judge` read.
+answer-file format llava-bench and `framelm judge` read. A line that cannot be answered (not JSON, no usable
+question_id, text or media, an id already used) is reported with its line and skipped (`prompts.py`), as is a prompt
+whose media cannot be read; every other prompt is answered, and the exit code is 1.
 """
 
 from __future__ import annotations
