@@ -332,7 +332,7 @@ def _fetch_fsspec(url: str, limits: FetchLimits, write: Callable[[bytes], object
     try:
         import fsspec
     except ImportError as err:
-        raise ImportError(f"reading {scheme}:// URLs needs fsspec: {_install_hint(scheme)}") from err
+        raise ImportError(f"reading {scheme}:// URLs needs fsspec: {install_hint(scheme)}") from err
     outcome: dict[str, object] = {}
 
     def read() -> None:
@@ -348,7 +348,7 @@ def _fetch_fsspec(url: str, limits: FetchLimits, write: Callable[[bytes], object
         raise _timed_out(shown, limits)
     error = outcome.get("error")
     if isinstance(error, ImportError):  # fsspec knows the scheme, its backend package is missing
-        raise ImportError(f"cannot read {shown}: {error}; {_install_hint(scheme)}") from error
+        raise ImportError(f"cannot read {shown}: {error}; {install_hint(scheme)}") from error
     if isinstance(error, ValueError) and "protocol" in str(error).lower():
         raise ValueError(f"cannot read {shown}: fsspec knows no {scheme}:// filesystem ({error})") from error
     if error is not None:
@@ -366,7 +366,7 @@ def _read_limited(fsspec, url: str, limits: FetchLimits, shown: str) -> bytes:
     return bytes(data)
 
 
-def _install_hint(scheme: str) -> str:
+def install_hint(scheme: str) -> str:
     package = BACKEND_PACKAGES.get(scheme)
     if package is None:
         return f"pip install fsspec and the fsspec backend for {scheme}://"

@@ -83,6 +83,20 @@ def llava_data(tmp_path, make_image, make_mp4) -> Path:
     return path
 
 
+@pytest.fixture
+def missing_fsspec_backends(monkeypatch):
+    """s3://, gs:// and http:// as fsspec sees them where s3fs, gcsfs or aiohttp is not installed (whatever this
+    machine has)."""
+    import importlib
+
+    registry = importlib.import_module("fsspec.registry")  # the module: `fsspec.registry` is also a mapping
+    for scheme, err in (("s3", "Install s3fs to access S3"), ("gs", "Please install gcsfs to access Google Storage"),
+                        ("http", 'HTTPFileSystem requires "requests" and "aiohttp" to be installed')):  # fmt: skip
+        monkeypatch.setitem(registry.known_implementations, scheme,
+                            {"class": "framelm_not_installed.FileSystem", "err": err})  # fmt: skip
+        monkeypatch.delitem(registry._registry, scheme, raising=False)
+
+
 # --- model fixtures ---------------------------------------------------------------------------------------------
 
 

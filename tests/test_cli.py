@@ -29,6 +29,17 @@ def test_help_names_the_command(capsys, command, usage):
     assert usage in capsys.readouterr().out
 
 
+def test_resume_from_checkpoint_true_is_the_newest_checkpoint_and_false_is_none(tmp_path):
+    from framelm.training.arguments import checkpoint_to_resume
+
+    for step in (5, 40, 200):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert checkpoint_to_resume("true", str(tmp_path)) == str(tmp_path / "checkpoint-200")
+    assert checkpoint_to_resume(True, str(tmp_path)) == str(tmp_path / "checkpoint-200")  # `true` in a YAML recipe
+    assert checkpoint_to_resume("false", str(tmp_path)) is None
+    assert checkpoint_to_resume(str(tmp_path / "checkpoint-5"), None) == str(tmp_path / "checkpoint-5")
+
+
 def test_user_errors_are_one_line_and_exit_code_2(tmp_path, llava_data, tiny_model_dir, capsys):
     base = ["train", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
     for argv, message in [
@@ -36,6 +47,15 @@ def test_user_errors_are_one_line_and_exit_code_2(tmp_path, llava_data, tiny_mod
         ([*base, "--dataset", str(llava_data), "--stage", "lm"], "invalid choice: 'lm'"),
         ([*base, "--dataset", str(llava_data), "--bad_records", "maybe"], "invalid choice: 'maybe'"),
         ([*base, "--dataset", str(llava_data), "--num_frames", "0"], "--num_frames 0 must be at least 1"),
+        (
+            [*base, "--dataset", str(llava_data), "--resume_from_checkpoint", "true"],
+            f"--resume_from_checkpoint true: --output_dir {tmp_path / 'o'} holds no checkpoint-N folder",
+        ),
+        (
+            [*base, "--dataset", str(llava_data), "--resume_from_checkpoint", "nowhere"],
+            "--resume_from_checkpoint 'nowhere' is not a folder",
+        ),
+        (["data", "validate", str(llava_data), "--num-frames", "-2"], "--num_frames -2 must be at least 1"),
         (["train", "--dataset", str(llava_data)], "say which model to train"),
     ]:
         assert cli(argv) == 2, argv

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz_records import json_values
+from support.fuzz_records import record as fuzz_record
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats import ReadOptions, detect_format, get_reader
@@ -258,6 +260,15 @@ BAD_RECORDS = [  # (record as JSON text, kind, words the problem must contain)
     (json.dumps({"id": "l", "image": 7, "conversations": conv("<image>", "b")}), "bad_media_path", "'image' must be"),
     (json.dumps({"id": "m", "conversations": [*conv("a", "b"), {"from": "system", "value": "s"}, *conv("c", "d")]}),
      "role_order", "turn 3 is a system turn"),
+    ('{"id": "", "conversations": [{"from": "human", "value": "hi"', "json_syntax", "the record ends early"),
+    (json.dumps({"id": "o", "conversations": conv("\ud800 <- half a character", "b")}), "json_syntax",
+     "a lone UTF-16 surrogate escape \\ud800 at line 16, column 59"),
+    ('{"id": "p", "conversations": ' + "[" * 3000 + "]" * 3000 + "}", "json_syntax", "nests lists and objects too"),
+    (json.dumps({"id": "q", "image": "x.jpg", "conversations": [{"from": "system", "value": "Look: <image>"},
+                                                                *conv("a", "b")]}),
+     "media_in_system_prompt", "the system prompt contains a media placeholder"),
+    (json.dumps({"id": "r", "system_prompt": "<video>", "video": "v.mp4", "conversations": conv("a", "b")}),
+     "media_in_system_prompt", "the system prompt contains a media placeholder"),
 ]  # fmt: skip
 
 
@@ -271,8 +282,44 @@ def test_every_bad_record_kind_is_reported_with_its_line_and_id_and_the_counts_a
         assert (problem.kind, problem.where) == (kind, f"{tmp_path / 'data.jsonl'}:{line}"), problem
         assert words in problem.problem and problem.fix
     ids = [p.id for p in loaded.problems]
-    assert ids == ["a", "", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"]  # "a" is read from broken JSON
+    # "a", "o" and "p" are read from JSON that does not parse; the broken record with `"id": ""` has an empty id
+    assert ids == ["a", "", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "", "o", "p", "q", "r"]
     assert loaded.problems[0].problem == "a trailing comma at line 2, column 63 before ']'"
+
+
+def test_a_lone_surrogate_in_any_string_costs_its_record_only_and_a_pair_is_a_character(tmp_path):
+    records = [
+        {"id": "pair", "conversations": conv("\U0001f600 smile", "b")},  # written as a surrogate pair
+        {"id": "lone", "conversations": conv("a", "b"), "note": {"deep": ["\udfff"]}},
+        {"id": "escaped", "conversations": conv("a backslash: \\ud800", "b")},
+    ]  # text, not an escape
+    loaded = load(tmp_path, jsonl(*records))
+    assert [row["id"] for row in loaded.dataset] == ["pair", "escaped"]
+    assert loaded.dataset[0]["turns"][0]["text"] == "\U0001f600 smile"
+    (lone,) = loaded.problems
+    assert (lone.id, lone.kind, lone.where) == ("lone", "json_syntax", f"{tmp_path / 'data.jsonl'}:2")
+    assert "surrogate escape \\udfff at line 2" in lone.problem and "both halves" in lone.fix
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path):
+    records = [{"id": str(i), "conversations": conv("a", "b")} for i in range(3)]
+    text = "\r".join(json.dumps(r) for r in records) + "\r"
+    loaded = load(tmp_path, text)
+    assert loaded.total == 3 and [row["id"] for row in loaded.dataset] == ["0", "1", "2"]
+    assert [row["where"].rsplit(":", 1)[1] for row in loaded.dataset] == ["1", "2", "3"]
+    mixed = jsonl(records[0]) + json.dumps(records[1]) + "\r" + json.dumps(records[2]) + "\r\n" + "{broken\n"
+    loaded = load(tmp_path, mixed, "mixed.jsonl")
+    assert loaded.total == 4 and [p.where.rsplit(":", 1)[1] for p in loaded.problems] == ["4"]
+
+
+def test_jsonl_shards_count_bare_cr_line_ends_like_the_reader(tmp_path):
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"pad": "x" * 200})
+    path.write_bytes(b"".join((line + ("\r" if i % 3 == 0 else "\n" if i % 3 == 1 else "\r\n")).encode()
+                              for i in range(6000)))  # fmt: skip
+    shards = jsonl_shards(str(path), 3)
+    assert len(shards) == 3
+    assert [r.line for shard in shards for r in iter_raw_records(str(path), shard)] == list(range(1, 6001))
 
 
 def test_paths_outside_the_root_are_accepted_when_allowed():
@@ -313,40 +360,9 @@ def test_jsonl_shards_cover_every_line_once(tmp_path):
 
 # --- fuzzing: a reader returns a sample or a problem for anything, never raises ---------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(["<image>", "<video>", "..//"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=12,
-)
-turn = st.fixed_dictionaries(
-    {},
-    optional={
-        "from": st.sampled_from(["human", "gpt", "system", "user", "assistant", "bot"]) | json_values,
-        "value": st.sampled_from(["<image>", "<video>", "<image><video>x", "hi"]) | json_values,
-        "role": st.sampled_from(["user", "assistant", "system"]) | json_values,
-        "content": json_values | st.lists(
-            st.fixed_dictionaries({"type": st.sampled_from(["text", "image", "video", "audio"])},
-                                  optional={"text": json_values, "path": json_values}), max_size=3),
-    },
-)  # fmt: skip
-record = st.fixed_dictionaries(
-    {},
-    optional={
-        "id": json_values,
-        "image": json_values | st.sampled_from(["a.jpg", "/abs/a.jpg", "../up.jpg"]),
-        "video": json_values | st.sampled_from(["v.mp4", "frames/dir"]),
-        "images": json_values | st.lists(st.sampled_from(["a.jpg", "../b.jpg"]), max_size=3),
-        "videos": json_values | st.lists(st.sampled_from(["v.mp4", "dir"]), max_size=3),
-        "system_prompt": json_values,
-        "system": json_values,
-        "conversations": st.lists(turn | json_values, max_size=5) | json_values,
-        "messages": st.lists(turn | json_values, max_size=5) | json_values,
-    },
-)
-
 
 @settings(max_examples=300, deadline=None)
-@given(record=record | json_values, fmt=st.sampled_from(["llava", "lmms", "sharegpt"]))
+@given(record=fuzz_record | json_values, fmt=st.sampled_from(["llava", "lmms", "sharegpt"]))
 def test_readers_never_raise_on_malformed_records(record, fmt):
     result = get_reader(fmt)(record, "fuzz:1", ReadOptions(base_dir="/data", image_folder="/img"))
     assert isinstance(result, (Sample, RecordProblem))
@@ -376,7 +392,7 @@ def test_splitting_and_parsing_arbitrary_file_text_never_raises(tmp_path, text):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(records=st.lists(record | json_values, min_size=1, max_size=12))
+@given(records=st.lists(fuzz_record | json_values, min_size=1, max_size=12))
 def test_a_file_of_random_records_is_read_whole_and_every_line_accounted_for(tmp_path_factory, records):
     folder = tmp_path_factory.mktemp("fuzz")
     path = folder / "fuzz.jsonl"

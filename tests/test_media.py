@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.broken_media import png_claiming
 from support.pattern_video import pattern_frames, read_pattern_index
 
 from framelm.processing.media_framelm import (
@@ -455,18 +456,6 @@ def test_fifos_and_devices_are_refused_not_read(tmp_path, tiny_processor):
         tiny_processor(text="<video>", videos=[str(tmp_path / "clip.mp4")])
     with pytest.raises(ValueError, match=r"photo.png is a FIFO"):
         tiny_processor(text="<image>", images=[(tmp_path / "photo.png").as_uri()])
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG header that claims `width` x `height` pixels and holds none (a decompression bomb's first bytes)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def test_a_decompression_bomb_is_a_value_error_naming_the_file(tmp_path, tiny_processor):

@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from framelm.training.data.arguments import DataArguments
+from framelm.training.data.cli import main as data_main
 from framelm.training.data.convert import write_webdataset
 from framelm.training.data.loading import load_samples
 from framelm.training.data.mixture import (
     PREPROCESS_FNS,
+    MixtureError,
     SamplingStrategy,
     get_preprocess,
     load_mixture,
@@ -205,6 +207,92 @@ def test_mixture_yaml_errors_name_the_entry_and_key(tmp_path, entries, message):
     path = write_yaml(tmp_path / "bad.yaml", entries)
     with pytest.raises(ValueError, match=message):
         load_mixture(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- json_path: a.jsonl\n  format: bogus\n",
+         r"bad.yaml: dataset 1 \(a\): format 'bogus' is not one of \['auto', 'llava'"),
+        ("- json_path: a.jsonl\n  user_key: [human, person]\n",
+         r"dataset 1 \(a\): user_key must be the role name of user turns, not \['human', 'person'\]"),
+        ("- json_path: a.jsonl\n  columns: 5\n  preprocess_fn: image_caption\n",
+         r"dataset 1 \(a\): columns must be a list of names like \[url, caption\], not 5"),
+        ("- json_path: a.jsonl\n  format: [\n", r"bad.yaml: not valid YAML at line 3, column 1: expected the node"),
+        ("- json_path: a.jsonl\x00\n", r"bad.yaml: not valid YAML: the character '\\x00' at position 20 is not"),
+        ("- json_path: a.jsonl\n  name: [1]\n", r"dataset 1: name must be a string, not \[1\]"),
+        ("- json_path: a.jsonl\n  preprocess_fn: ..:up\n", r"dataset 1 \(a\): preprocess_fn '..:up': cannot import"),
+        ("- json_path: a.jsonl\n  sampling_strategy: random:0.5\n",
+         r"'random:0.5': random:N takes a whole number of rows; .* write a percentage \(random:50%\)"),
+        ("- json_path: s3://bucket/a.jsonl\n",
+         r"dataset 1 \(a\): cannot read s3:// URLs: Install s3fs to access S3; pip install s3fs \(with framelm: "
+         r"pip install 'framelm\[s3\]'\)"),
+        ("- json_path: gs://bucket/a.jsonl\n", r"cannot read gs:// URLs: .*pip install 'framelm\[gcs\]'"),
+        ("- json_path: http://127.0.0.1:9/a.jsonl\n",
+         r"dataset 1 \(a\): cannot read http:// URLs: HTTPFileSystem requires \"requests\" and \"aiohttp\""),
+        ("- json_path: nope://bucket/a.jsonl\n", r"dataset 1 \(a\): fsspec knows no nope:// filesystem"),
+    ],
+)  # fmt: skip
+def test_mixture_mistakes_are_one_message_naming_the_entry(tmp_path, missing_fsspec_backends, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(MixtureError, match=message):
+        load_mixture(str(path))
+
+
+def test_every_bad_entry_is_listed_at_once_and_the_command_prints_no_traceback(tmp_path, capsys):
+    (tmp_path / "a.jsonl").write_text(json.dumps(llava_record(0)) + "\n")
+    path = write_yaml(tmp_path / "mix.yaml", [
+        {"json_path": "a.jsonl", "format": "bogus"},
+        {"json_path": "a.jsonl", "name": "fine"},
+        {"json_path": "a.jsonl", "name": "b", "columns": "url"},
+        {"json_path": "a.jsonl", "name": "fine"},
+    ])  # fmt: skip
+    with pytest.raises(MixtureError) as raised:
+        load_mixture(path)
+    lines = str(raised.value).splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["dataset 1 (a)", "dataset 3 (b)", "dataset 4 (fine)"]
+    assert "the name 'fine' is used twice" in lines[2]
+    assert data_main(["validate", path, "--cache-dir", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "dataset 3 (b): columns must be a list of names" in err and "Traceback" not in err
+
+
+def test_a_file_that_cannot_be_read_is_named_with_its_entry(tmp_path, missing_fsspec_backends):
+    (tmp_path / "open_quote.csv").write_text('url,caption\n"a.png,a caption\nb.png,another\n')
+    path = write_yaml(tmp_path / "mix.yaml", [{"name": "captions", "json_path": "open_quote.csv",
+                                               "preprocess_fn": "image_caption"}])  # fmt: skip
+    with pytest.raises(MixtureError, match=r"mix.yaml: dataset 1 \(captions\): .*open_quote.csv: cannot be read: "
+                       r"ParserError: .*EOF inside string starting at row 1"):  # fmt: skip
+        load_samples(DataArguments(dataset=path, cache_dir=str(tmp_path / "c")))
+    with pytest.raises(MixtureError, match=r"^s3://bucket/a.jsonl: cannot read s3:// URLs: .*'framelm\[s3\]'"):
+        load_samples(DataArguments(dataset="s3://bucket/a.jsonl", cache_dir=str(tmp_path / "c")))
+    with pytest.raises(MixtureError, match=r"^.*missing.jsonl: not found$"):
+        load_samples(DataArguments(dataset=str(tmp_path / "missing.jsonl"), cache_dir=str(tmp_path / "c")))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("random:0.5", "whole number of rows"), ("first:2.5", "first:250%"), ("random:0", "selects no rows"),
+     ("end:0%", "selects no rows"), ("random:150%", "more than all rows; repeat rows with dup:N")],
+)  # fmt: skip
+def test_strategies_that_would_select_a_surprising_number_of_rows_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingStrategy.parse(text)
+
+
+def test_a_null_caption_is_reported_and_an_unknown_score_is_not_above_the_cutoff(tmp_path):
+    # a CSV with an empty caption cell and a NaN score, as pandas reads them (None, nan) ...
+    (tmp_path / "c.csv").write_text("url,caption,score\na.jpg,a cat,7\nb.jpg,,7\nc.jpg,a dog,nan\nd.jpg,,7\n")
+    path = write_yaml(tmp_path / "mix.yaml", [{"json_path": "c.csv", "preprocess_fn": "image_caption",
+                                               "aes_cutoff": 5.0}])  # fmt: skip
+    loaded = load_samples(DataArguments(dataset=path, cache_dir=str(tmp_path / "c")))
+    assert [Sample.from_row(r).turns[1].text for r in loaded.dataset] == ["a cat"]  # never the answer "None"
+    assert loaded.left_out == 1  # c.jpg: NaN score
+    assert [(p.where.rsplit(":", 1)[1], p.problem) for p in loaded.problems] == [
+        ("row 2", "preprocess_fn failed: ValueError: the caption (column 'caption') is empty (NULL or NaN)"),
+        ("row 4", "preprocess_fn failed: ValueError: the caption (column 'caption') is empty (NULL or NaN)"),
+    ]
 
 
 # --- streaming: the same records as load_samples, read as iterated ----------------------------------------------

@@ -8,10 +8,12 @@ import shutil
 
 import pytest
 from PIL import Image
+from support.broken_media import png_claiming, zero_middle_packets
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
-from framelm.training.data.validate import check_media_file, validate
+from framelm.training.data.media_check import MediaCheck, check_media_file
+from framelm.training.data.validate import validate
 
 
 def conversation(question: str, answer: str = "ok") -> list[dict]:
@@ -201,3 +203,65 @@ def test_data_options_are_one_dataclass_with_dashed_flags_and_literal_choices(tm
     assert data_main(["validate", "d.jsonl", "--bad-records", "maybe"]) == 2
     assert data_main(["convert", "d.jsonl"]) == 2  # --out is required
     assert "--out" in capsys.readouterr().err
+
+
+# --- validate predicts training: what training would meet mid-epoch is found here ------------------------------
+
+
+@pytest.fixture
+def traps(tmp_path, make_mp4, make_frame_folder):
+    """Media that pass a one-frame or header-only look and stop training: every frame folder has 10 frames."""
+    root = tmp_path / "traps"
+    root.mkdir()
+    (root / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    shutil.copy(make_mp4("whole.mp4", num_frames=48), root / "whole.mp4")
+    zero_middle_packets(root / "whole.mp4", root / "zeroed.mp4")
+    for name in ("corrupt_frame", "mixed_sizes", "folder_frame", "good_frames"):
+        folder = make_frame_folder(name, num_frames=10)
+        shutil.copytree(folder, root / name)
+        shutil.copy(str(folder) + ".json", root / f"{name}.json")
+    (root / "corrupt_frame" / "00006.jpg").write_bytes(b"\xff\xd8 not the rest of a JPEG")
+    Image.new("RGB", (32, 32)).save(root / "mixed_sizes" / "00004.jpg")
+    (root / "folder_frame" / "00011.jpg").mkdir()  # a folder named like a frame, sorted last
+    return root
+
+
+def test_validate_finds_what_would_stop_training_mid_epoch(tmp_path, traps):
+    records = [
+        {"id": "bomb", "image": "bomb.png", "conversations": conversation("<image>")},
+        {"id": "zeroed", "video": "zeroed.mp4", "conversations": conversation("<video>")},
+        {"id": "whole", "video": "whole.mp4", "conversations": conversation("<video>")},
+        {"id": "corrupt_frame", "video": "corrupt_frame", "conversations": conversation("<video>")},
+        {"id": "mixed_sizes", "video": "mixed_sizes", "conversations": conversation("<video>")},
+        {"id": "folder_frame", "video": "folder_frame", "conversations": conversation("<video>")},
+        {"id": "good_frames", "video": "good_frames", "conversations": conversation("<video>")},
+        {"id": "system", "image": "bomb.png", "conversations": [{"from": "system", "value": "See <image>"},
+                                                                *conversation("<image>")]},
+    ]  # fmt: skip
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    report = validate(data_args(path, tmp_path, traps))
+    found = {p.id: (p.kind, p.problem) for p in report.problems}
+    assert set(found) == {"bomb", "zeroed", "corrupt_frame", "mixed_sizes", "folder_frame", "system"}
+    assert found["bomb"][0] == "undecodable" and "too large to decode safely" in found["bomb"][1]
+    assert found["zeroed"] == ("undecodable", found["zeroed"][1])
+    assert found["zeroed"][1].startswith(f"cannot decode the 8 frames training reads from {traps / 'zeroed.mp4'}")
+    assert found["corrupt_frame"] == ("undecodable", found["corrupt_frame"][1])
+    assert f"frame {traps / 'corrupt_frame' / '00006.jpg'} cannot be opened" in found["corrupt_frame"][1]
+    assert found["mixed_sizes"] == (
+        "mixed_frame_sizes", f"frames of {traps / 'mixed_sizes'} differ in size: 9 are 64x48, 00004.jpg is 32x32"
+    )  # fmt: skip
+    assert found["folder_frame"] == ("undecodable", f"frame {traps / 'folder_frame' / '00011.jpg'} is not a file")
+    assert found["system"][0] == "media_in_system_prompt"
+    assert report.good_records == 2 and all(p.fix for p in report.problems)
+
+
+def test_validate_decodes_the_frames_the_model_samples(tmp_path, traps, tiny_model_dir):
+    """The tiny model samples 4 frames; `--num-frames 1` samples the middle one, which the zeroed video lacks too."""
+    records = [{"id": "zeroed", "video": "zeroed.mp4", "conversations": conversation("<video>")}]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    base = ["validate", path, "--video-folder", str(traps), "--cache-dir", str(tmp_path / "c")]
+    assert data_main([*base, "--model", str(tiny_model_dir)]) == 1
+    assert data_main([*base, "--num-frames", "1"]) == 1
+    frames = check_media_file("video", str(traps / "zeroed.mp4"), MediaCheck(num_frames=1))
+    assert frames[0][1].startswith("cannot decode the 1 frames training reads")
+    assert check_media_file("video", str(traps / "whole.mp4"), MediaCheck(num_frames=48)) == []  # every frame

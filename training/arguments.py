@@ -7,6 +7,7 @@ by name; command-line flags override the recipe.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -77,3 +78,30 @@ class FrameLMSFTConfig(SFTConfig):
 
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         super().__post_init__()
+        if self.resume_from_checkpoint is not None:  # a string to transformers: "true" would be a folder name
+            self.resume_from_checkpoint = checkpoint_to_resume(self.resume_from_checkpoint, self.output_dir)
+
+
+def checkpoint_to_resume(value, output_dir: str | None) -> str | None:
+    """`--resume_from_checkpoint` as a folder, checked when the options are parsed instead of when training starts:
+    `true` (or `last`) is the newest `checkpoint-N` in `output_dir`, `false` is none, anything else must be a folder.
+    """
+    text = str(value).strip()
+    if text.lower() in ("false", "no", "none", ""):
+        return None
+    if text.lower() in ("true", "yes", "last"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if output_dir and os.path.isdir(output_dir) else None
+        if last is None:
+            raise ValueError(
+                f"--resume_from_checkpoint {text}: --output_dir {output_dir} holds no checkpoint-N folder to resume "
+                "from; name a checkpoint folder, or leave the option out to start afresh"
+            )
+        return last
+    if not os.path.isdir(text):
+        raise ValueError(
+            f"--resume_from_checkpoint {text!r} is not a folder; name a checkpoint-N folder of an earlier run, or "
+            "pass `true` for the newest one in --output_dir"
+        )
+    return text

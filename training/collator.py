@@ -15,6 +15,7 @@ import torch
 from framelm.processing.processing_framelm import FrameLMProcessor
 from framelm.training.batching import IGNORE_INDEX, PIXEL_KEYS, collate
 from framelm.training.data.sample import Sample
+from framelm.training.record_guard import encode_rows, nothing_to_learn, with_skip_count
 
 
 @dataclass
@@ -30,11 +31,14 @@ class FrameLMCollator:
 
     processor: FrameLMProcessor
     pad_to_multiple_of: int | None = None
+    bad_records: str = "strict"  # a record whose media fail to decode here: stop, or skip it (`record_guard.py`)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         side = "left" if self.processor.tokenizer.padding_side == "left" else "right"
-        encoded = [self.encode(row) for row in rows]
-        return collate(encoded, self.processor.tokenizer.pad_token_id, side, self.pad_to_multiple_of)
+        encoded, skipped = encode_rows(self.encode, rows, self.bad_records)
+        batch = collate(encoded or [nothing_to_learn()], self.processor.tokenizer.pad_token_id, side,
+                        self.pad_to_multiple_of)  # fmt: skip
+        return with_skip_count(batch, skipped, self.bad_records)
 
     def encode(self, row: dict) -> dict[str, torch.Tensor]:
         """One row -> unpadded `input_ids` and `labels` (1-D) plus its pixel tensors."""

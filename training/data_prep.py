@@ -39,7 +39,8 @@ def prepare_datasets(
     if eval_dataset:
         evaluation, eval_skipped = load_for_training(replace(data, dataset=eval_dataset), processor, max_length)
         skipped += eval_skipped
-    return PreparedData(train=train, eval=evaluation, collator=FrameLMCollator(processor), skipped=skipped)
+    collator = FrameLMCollator(processor, bad_records=data.bad_records)
+    return PreparedData(train=train, eval=evaluation, collator=collator, skipped=skipped)
 
 
 def load_for_training(data: DataArguments, processor, max_length: int | None) -> tuple[datasets.Dataset, int]:

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from framelm.training.data.policy import BadRecordsError
+    from framelm.training.data.policy import DataError
     from framelm.training.launch import launch_if_asked
 
     argv = sys.argv[1:] if argv is None else argv
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit.code or 0)
     try:
         run(script_args, data_args, training_args, model_args)
-    except BadRecordsError as err:  # the message lists the records and the fixes: a traceback would bury it
+    except DataError as err:  # the message names the records or the file and the fixes: a traceback would bury it
         print(f"framelm train: {err}", file=sys.stderr)
         return 1
     return 0
@@ -107,8 +107,10 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         write_run_record(training_args.output_dir, script_args, data_args, training_args, model_args, trainer,
-                         data.skipped)  # fmt: skip
-        logger.info("saved a Hub-ready FrameLM to %s (%d records skipped)", training_args.output_dir, data.skipped)
+                         trainer.skipped_records)  # fmt: skip
+        logger.info("saved a Hub-ready FrameLM to %s (%d records skipped before training, %d while training: media "
+                    "that failed to decode, each named in a warning above)", training_args.output_dir,
+                    trainer.skipped_before_training, trainer.skipped_in_training)  # fmt: skip
     return trainer
 
 

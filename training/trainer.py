@@ -7,30 +7,49 @@ import time
 import torch
 from trl import SFTTrainer
 
+from framelm.training.record_guard import SKIPPED_KEY, is_nothing_to_learn
+
 
 class FrameLMTrainer(SFTTrainer):
     """Adds `samples_per_second`, `tokens_per_second`, `media_tokens_per_second` (summed over all ranks, between two
-    log lines) and `skipped_records` (left out by `--bad_records skip`) to every training log line."""
+    log lines) and `skipped_records` to every training log line: the records left out by `--bad_records skip` before
+    training, plus those whose media failed to decode in a DataLoader worker during training (`record_guard.py`)."""
 
     def __init__(self, *args, skipped_records: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.skipped_records = skipped_records
+        self.skipped_before_training = skipped_records
+        self.skipped_in_training = 0  # records left out of their batch by the collator, summed over steps and ranks
         self._throughput = torch.zeros(3, dtype=torch.float64)  # samples, tokens, media tokens since the last log
         self._throughput_since = time.perf_counter()
         processor = self.processing_class
         self._media_token_ids = torch.tensor([processor.image_token_id, processor.video_token_id])
 
+    @property
+    def skipped_records(self) -> int:
+        return self.skipped_before_training + self.skipped_in_training
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.model.training:
+        skipped = inputs.pop(SKIPPED_KEY, None)  # present on every batch under --bad_records skip, on no batch else
+        learns = not is_nothing_to_learn(inputs)
+        if self.model.training or skipped is not None:  # the same on every rank: the reduce below is collective
             input_ids = inputs["input_ids"]
+            zero = input_ids.new_zeros(())
             counts = torch.stack(
                 [
-                    torch.tensor(input_ids.shape[0], device=input_ids.device),
-                    inputs["attention_mask"].sum(),
+                    torch.tensor(input_ids.shape[0], device=input_ids.device) if learns else zero,
+                    inputs["attention_mask"].sum() if learns else zero,
                     torch.isin(input_ids, self._media_token_ids.to(input_ids.device)).sum(),
+                    skipped.sum() if skipped is not None else zero,
                 ]
             )
-            self._throughput += self.accelerator.gather_for_metrics(counts.unsqueeze(0)).sum(0).cpu().double()
+            counts = self.accelerator.reduce(counts, "sum").cpu().double()
+            if self.model.training:
+                self._throughput += counts[:3]
+            self.skipped_in_training += int(counts[3])
+        if not learns:  # every record of the batch was skipped: a forward pass (each rank must run one), no loss
+            outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
+            loss = outputs.logits.sum() * 0.0
+            return (loss, outputs) if return_outputs else loss
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )

@@ -112,7 +112,17 @@ class ValidateArguments:
     _argument_group_name = "validate"
 
     media_check: bool = field(
-        default=True, metadata={"help": "Open every media file; --no-media-check checks structure only (fast)."}
+        default=True,
+        metadata={"help": "Read every media file as training will (each image whole, the frames training picks from "
+                  "each video); --no-media-check checks structure only (fast)."},
+    )  # fmt: skip
+    remote_media_check: bool = field(
+        default=True,
+        metadata={"help": "Fetch URL media (http(s)://, s3://, gs://) within the processor's fetch limits; "
+                  "--no-remote-media-check reports each URL as a `remote_not_checked` warning instead."},
+    )  # fmt: skip
+    strict: bool = field(
+        default=False, metadata={"help": "Exit non-zero on warnings too (unusual modes, URLs not fetched, ...)."}
     )
     report: str | None = field(default=None, metadata={"help": "Write every problem to this file as JSON Lines."})
     ignore: list[str] = field(

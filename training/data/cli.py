@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
 from framelm.training.cli import OneLineErrors
 from framelm.training.data.arguments import (
@@ -29,19 +30,30 @@ from framelm.training.data.arguments import (
 
 
 def run_validate(data: DataArguments, counts: TokenCountArguments, options: ValidateArguments) -> int:
+    from framelm.training.data.media_check import MediaCheck
     from framelm.training.data.validate import validate
 
+    processor = _counting_processor(counts) if counts.model is not None else None
+    media = MediaCheck(remote=options.remote_media_check)  # without --model: the processor's defaults
+    if processor is not None:  # its frames per video (--num-frames applied) and fetch limits
+        media = replace(media, num_frames=processor.num_frames, limits=processor.fetch_limits)
+    elif counts.num_frames is not None:
+        media = replace(media, num_frames=counts.num_frames)
     report = validate(
         data,
         check_media=options.media_check,
+        media=media,
         max_length=counts.max_length,
-        processor=_counting_processor(counts) if counts.max_length is not None else None,
+        processor=processor,
         ignore=options.ignore,
     )
     print(report.table())
     if options.report:
         report.write_report(options.report)
         print(f"\n{len(report.problems)} problems written to {options.report}")
+    if options.strict and report.warnings:
+        print(f"\n--strict: {len(report.warnings)} warnings count as failures")
+        return 1
     return 0 if report.ok else 1
 
 

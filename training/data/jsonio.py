@@ -21,6 +21,10 @@ import orjson
 CHUNK_CHARS = 8 * 1024 * 1024  # characters read at a time from a JSON array
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _DECODER = json.JSONDecoder()
+# an escaped backslash, or a high surrogate escape with its low half if any, or a low surrogate escape alone
+_SURROGATE_ESCAPES = re.compile(
+    r"\\\\|\\u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+)
 _ID = re.compile(rb'"id"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|(-?\d+))')  # a string or integer id
 
 
@@ -61,13 +65,13 @@ def jsonl_shards(path: str, num_shards: int) -> list[tuple[int, int, int]]:
             f.readline()  # move to the start of the next line
             starts.append(max(f.tell(), starts[-1]))
         starts = sorted(set(starts))
-        lines, f_pos, first_lines = 1, 0, []
+        lines, f_pos, first_lines, after_cr = 1, 0, [], False
         f.seek(0)
-        for start in starts:  # count the newlines before each start to know its line number
+        for start in starts:  # count the line ends before each start to know its line number
             while f_pos < start:
                 block = f.read(min(16 * 1024 * 1024, start - f_pos))
-                lines += block.count(b"\n")
-                f_pos += len(block)
+                lines += _line_breaks(block, after_cr)
+                f_pos, after_cr = f_pos + len(block), block.endswith(b"\r")
             first_lines.append(lines)
     return [(s, e, n) for s, e, n in zip(starts, starts[1:] + [size], first_lines, strict=True)]
 
@@ -112,10 +116,25 @@ def _iter_lines(path: str, shard: tuple[int, int | None, int]) -> Iterator[RawRe
             position += len(raw)
             if line == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
                 raw = raw[3:]
-            text = raw.strip()
-            if text:
-                yield RawRecord(line, len(raw) - len(raw.lstrip()) + 1, text)
-            line += 1
+            for piece in _split_bare_cr(raw):
+                text = piece.strip()
+                if text:
+                    yield RawRecord(line, len(piece) - len(piece.lstrip()) + 1, text)
+                line += 1
+
+
+def _split_bare_cr(raw: bytes) -> list[bytes]:
+    """A line read up to its `\\n`, split again at bare `\\r`s: classic Mac files end lines with `\\r` alone, and
+    every editor shows them as lines. A raw `\\r` cannot sit inside a JSON string, so no record is cut by this."""
+    body = raw[:-2] if raw.endswith(b"\r\n") else raw
+    return body.split(b"\r") if b"\r" in body else [raw]
+
+
+def _line_breaks(block: bytes, after_cr: bool) -> int:
+    """Line ends in `block` as `_iter_lines` counts them: `\\n`, `\\r\\n` and a bare `\\r` each end one line
+    (`after_cr`: the previous block ended with `\\r`, so a leading `\\n` completes that line end)."""
+    count = block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+    return count - 1 if after_cr and block.startswith(b"\n") else count
 
 
 class _Buffer:
@@ -240,7 +259,8 @@ def find_id(raw: bytes) -> str:
     match = _ID.search(raw)
     if match is None:
         return ""
-    return (match.group(1) or match.group(2)).decode("utf-8", "replace")
+    text = match.group(1) if match.group(1) is not None else match.group(2)  # `"id": ""` is an empty string id
+    return text.decode("utf-8", "replace")
 
 
 def parse_record(raw: bytes, line: int, column: int):
@@ -257,18 +277,46 @@ def parse_record(raw: bytes, line: int, column: int):
             "save the file as UTF-8",
         ) from None
     try:
-        return json.loads(text)  # accepts NaN and Infinity, which orjson refuses
+        value = json.loads(text)  # accepts NaN and Infinity, which orjson refuses
     except json.JSONDecodeError as err:
         raise describe_syntax_error(text, err.pos, err.msg, line, column) from None
+    except RecursionError:  # orjson stops at 1,024 levels; Python's parser at its recursion limit
+        raise JSONRecordError(
+            f"the record at line {line}, column {column} nests lists and objects too deeply (about 1,000 levels or "
+            "more) to be read",
+            "flatten the record: no conversation needs that many levels (a generated or corrupted record?)",
+        ) from None
+    if (position := _lone_surrogate(text)) is not None:  # orjson refuses them; Python's parser lets them through
+        where = _line_column(text, position, line, column)
+        raise JSONRecordError(
+            f"a lone UTF-16 surrogate escape {text[position : position + 6]} at {where}: half of a character, "
+            "which no text file can store",
+            "write the whole character (both halves of the surrogate pair, or the character itself) or delete it",
+        )
+    return value
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Where a `\\uD800`-`\\uDFFF` escape stands without its other half, or None (`\\\\` pairs are skipped,
+    so an escaped backslash before `uD800` is not mistaken for an escape)."""
+    for match in _SURROGATE_ESCAPES.finditer(text):
+        if (match.group(1) and not match.group(2)) or match.group(3):
+            return match.start()
+    return None
+
+
+def _line_column(text: str, pos: int, line: int, column: int) -> str:
+    """ "line L, column C" of position `pos` of a record that starts at (`line`, `column`) of its file."""
+    before = text.count("\n", 0, pos)
+    col = pos - text.rfind("\n", 0, pos) if before else column + pos
+    return f"line {line + before}, column {col}"
 
 
 def describe_syntax_error(text: str, pos: int, message: str, line: int, column: int) -> JSONRecordError:
     """Name the usual mistakes (trailing commas, comments, single quotes) instead of the parser's generic message."""
 
     def at(p: int) -> str:
-        before = text.count("\n", 0, p)
-        col = p - text.rfind("\n", 0, p) if before else column + p
-        return f"line {line + before}, column {col}"
+        return _line_column(text, p, line, column)
 
     if text.startswith("//", pos) or text.startswith("/*", pos):
         return JSONRecordError(f"a comment at {at(pos)}: JSON has no comments", "delete the comment")

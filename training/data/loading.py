@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats import get_reader
-from framelm.training.data.mixture import MixtureEntry, SamplingStrategy, is_mixture, load_mixture
+from framelm.training.data.mixture import MixtureEntry, SamplingStrategy, is_mixture, load_mixture, reading
 from framelm.training.data.normalize import (
     DETECT_RECORDS,
     LEFT_OUT,
@@ -69,7 +69,8 @@ def load_samples(data: DataArguments) -> LoadedSamples:
     entries = mixture_entries(path, data.data_format)
     parts, formats, total = [], {}, 0
     for entry in entries:
-        raw = raw_dataset(entry.json_path, entry.is_table, data.num_proc, data.cache_dir)
+        with reading(entry):
+            raw = raw_dataset(entry.json_path, entry.is_table, data.num_proc, data.cache_dir)
         records = record_count(raw, entry.is_table)
         sampled = entry.sampling_strategy != SamplingStrategy("all")
         indices = entry.sampling_strategy.indices(records, data.sampling_seed, entry.name) if sampled else None

@@ -24,11 +24,19 @@ import os
 import posixpath
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
+import datasets
+import fsspec
 import numpy as np
 import yaml
+
+from framelm.processing.sources_framelm import install_hint
+from framelm.training.data.formats import FORMATS
+from framelm.training.data.formats.common import short_repr
+from framelm.training.data.policy import DataError
 
 PREPROCESS_FNS: dict[str, Callable] = {}
 STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
@@ -58,7 +66,10 @@ def get_preprocess(name: str) -> Callable:
     """A registered function by name, or `package.module:function` (importing the module registers its functions)."""
     if ":" in name:
         module, _, attribute = name.partition(":")
-        fn = getattr(importlib.import_module(module), attribute, None)
+        try:
+            fn = getattr(importlib.import_module(module), attribute, None)
+        except (ImportError, TypeError, ValueError) as err:  # no such module, a relative or malformed name
+            raise ValueError(f"preprocess_fn {name!r}: cannot import {module!r} ({err})") from None
         if fn is None:
             raise ValueError(f"preprocess_fn {name!r}: module {module!r} has no {attribute!r}")
         return fn
@@ -91,6 +102,15 @@ class SamplingStrategy:
         kind, amount, percent = match.group(2), float(match.group(3)), bool(match.group(4))
         if kind == "dup" and (amount != int(amount) or amount < 1):
             raise ValueError(f"sampling_strategy {text!r}: dup takes a whole number of copies (dup:2)")
+        if not percent and amount != int(amount):  # random:0.5 would select int(0.5) = 0 rows
+            raise ValueError(
+                f"sampling_strategy {text!r}: {kind}:N takes a whole number of rows; for a fraction of the rows "
+                f"write a percentage ({kind}:{amount * 100:g}%)"
+            )
+        if amount == 0:
+            raise ValueError(f"sampling_strategy {text!r} selects no rows; remove the entry instead")
+        if percent and amount > 100:
+            raise ValueError(f"sampling_strategy {text!r} asks for more than all rows; repeat rows with dup:N")
         return cls(kind, amount, percent)
 
     def __str__(self) -> str:
@@ -137,10 +157,26 @@ class MixtureEntry:
     user_key: str | None = None
     assistant_key: str | None = None
     kwargs: dict = field(default_factory=dict)
+    label: str = ""  # how errors name the entry: "mix.yaml: dataset 2 (captions)"; "" for a single data file
 
     @property
     def is_table(self) -> bool:
         return self.json_path.lower().endswith(TABLE_SUFFIXES)
+
+
+class MixtureError(DataError):
+    """A mixture YAML (or a data file it names) that cannot be read; the message names the file, entry and key."""
+
+
+# the YAML keys of an entry besides json_path and name: (types accepted, what the value must be)
+ENTRY_KEY_TYPES = {
+    "sampling_strategy": ((str,), "a strategy like random:10%"),
+    "preprocess_fn": ((str,), "a registered function name or 'package.module:function'"),
+    "image_folder": ((str,), "a folder path"),
+    "video_folder": ((str,), "a folder path"),
+    "user_key": ((str,), "the role name of user turns"),
+    "assistant_key": ((str,), "the role name of assistant turns"),
+}
 
 
 def is_mixture(path: str) -> bool:
@@ -148,57 +184,148 @@ def is_mixture(path: str) -> bool:
 
 
 def load_mixture(path: str) -> list[MixtureEntry]:
-    """Parse and check a mixture YAML; every error names the file, the entry and the key."""
-    with open(path, encoding="utf-8") as f:
-        document = yaml.safe_load(f)
+    """Parse and check a mixture YAML before any data is read; every error names the file, the entry and the key,
+    and the errors of all entries are listed at once."""
+    entries, errors = check_entries(_read_yaml(path), path)
+    if errors:
+        raise MixtureError("\n".join(errors))
+    return entries
+
+
+def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
+    """A parsed mixture document -> (its good entries, one error per bad entry); never raises on what it holds."""
     entries = document.get("datasets") if isinstance(document, dict) else document
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')")
-    known = {f.name for f in fields(MixtureEntry)} - {"kwargs"}
+        return [], [f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')"]
     root = os.path.dirname(os.path.abspath(path))
-    result, names = [], set()
+    result, errors, names = [], [], set()
     for index, raw in enumerate(entries, start=1):
-        label = f"{path}: dataset {index}"
-        if not isinstance(raw, dict) or not raw.get("json_path"):
-            raise ValueError(f"{label} needs at least a 'json_path' (and usually 'name' and 'sampling_strategy')")
-        json_path = str(raw["json_path"])
-        if "://" not in json_path and not os.path.isabs(json_path):
-            json_path = os.path.join(root, json_path)
-        name = str(raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0])
-        if name in names:
-            raise ValueError(f"{label}: the name {name!r} is used twice; names seed the sampling and must differ")
-        names.add(name)
-        if not json_path.lower().endswith(DATA_SUFFIXES):
-            raise ValueError(f"{label} ({name}): json_path {json_path!r} must end in one of {DATA_SUFFIXES}")
         try:
-            strategy = SamplingStrategy.parse(raw.get("sampling_strategy", "all"))
+            entry = _entry(raw, f"{path}: dataset {index}", root)
         except ValueError as err:
-            raise ValueError(f"{label} ({name}): {err}") from None
-        extra = {k: v for k, v in raw.items() if k not in known}
-        if extra and not raw.get("preprocess_fn"):
-            raise ValueError(
-                f"{label} ({name}): keys {sorted(extra)} are only passed to a preprocess_fn, and none is given; "
-                f"known keys: {sorted(known)}"
-            )
-        if raw.get("preprocess_fn"):
-            get_preprocess(str(raw["preprocess_fn"]))  # fail now, not after reading the data
-        columns = raw.get("columns")
-        result.append(
-            MixtureEntry(
-                name=name,
-                json_path=json_path,
-                sampling_strategy=strategy,
-                preprocess_fn=raw.get("preprocess_fn"),
-                columns=tuple(columns) if columns else None,
-                format=raw.get("format", "auto"),
-                image_folder=raw.get("image_folder"),
-                video_folder=raw.get("video_folder"),
-                user_key=raw.get("user_key"),
-                assistant_key=raw.get("assistant_key"),
-                kwargs=extra,
-            )
+            errors.append(str(err))
+            continue
+        if entry.name in names:
+            errors.append(f"{entry.label}: the name {entry.name!r} is used twice; names seed the sampling and must "
+                          "differ")  # fmt: skip
+            continue
+        names.add(entry.name)
+        result.append(entry)
+    return result, errors
+
+
+def _read_yaml(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise MixtureError(f"{path}: no such mixture file") from None
+    except UnicodeDecodeError as err:
+        raise MixtureError(f"{path}: not UTF-8 text (byte {err.start}); a mixture is a YAML text file") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({err.context})" if err.context else ""
+        raise MixtureError(f"{path}: not valid YAML{where}: {err.problem}{context}; fix the syntax there") from None
+    except RecursionError:
+        raise MixtureError(f"{path}: lists or mappings nested too deeply to read; a mixture is a flat list") from None
+    except yaml.YAMLError as err:  # ReaderError: a NUL or other character YAML does not allow
+        character = getattr(err, "character", None)
+        shown = repr(chr(character)) if isinstance(character, int) else repr(character)
+        what = f"the character {shown} at position {getattr(err, 'position', '?')}" if character is not None else err
+        raise MixtureError(f"{path}: not valid YAML: {what} is not allowed there (a binary file?)") from None
+
+
+def _entry(raw, label: str, root: str) -> MixtureEntry:
+    """One entry of the YAML, checked key by key; raises ValueError naming `label` and the key."""
+    if not isinstance(raw, dict) or not raw.get("json_path"):
+        raise ValueError(f"{label} needs at least a 'json_path' (and usually 'name' and 'sampling_strategy')")
+    json_path = raw["json_path"]
+    if not isinstance(json_path, str):
+        raise ValueError(f"{label}: json_path must be a path or URL, not {short_repr(json_path)}")
+    if "://" not in json_path and not os.path.isabs(json_path):
+        json_path = os.path.join(root, json_path)
+    name = raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0]
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise ValueError(f"{label}: name must be a string, not {short_repr(name)}")
+    label = f"{label} ({name})"
+    if not json_path.lower().endswith(DATA_SUFFIXES):
+        raise ValueError(f"{label}: json_path {json_path!r} must end in one of {DATA_SUFFIXES}")
+    for key, (types, what) in ENTRY_KEY_TYPES.items():
+        if raw.get(key) is not None and not isinstance(raw[key], types):
+            raise ValueError(f"{label}: {key} must be {what}, not {short_repr(raw[key])}")
+    fmt = raw.get("format", "auto")
+    if fmt not in FORMATS:
+        raise ValueError(f"{label}: format {short_repr(fmt)} is not one of {list(FORMATS)}")
+    columns = raw.get("columns")
+    if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns)):
+        raise ValueError(f"{label}: columns must be a list of names like [url, caption], not {short_repr(columns)}")
+    try:
+        strategy = SamplingStrategy.parse(raw.get("sampling_strategy", "all"))
+    except ValueError as err:
+        raise ValueError(f"{label}: {err}") from None
+    known = {f.name for f in fields(MixtureEntry)} - {"kwargs", "label"}
+    extra = {k: v for k, v in raw.items() if k not in known}
+    if odd := [key for key in extra if not isinstance(key, str)]:
+        raise ValueError(f"{label}: keys must be names, not {short_repr(odd)}")
+    if extra and not raw.get("preprocess_fn"):
+        raise ValueError(
+            f"{label}: keys {sorted(extra)} are only passed to a preprocess_fn, and none is given; "
+            f"known keys: {sorted(known)}"
         )
-    return result
+    if raw.get("preprocess_fn"):
+        try:
+            get_preprocess(raw["preprocess_fn"])  # fail now, not after reading the data
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from None
+    if problem := filesystem_problem(json_path):
+        raise ValueError(f"{label}: {problem}")
+    return MixtureEntry(
+        name=str(name),
+        json_path=json_path,
+        sampling_strategy=strategy,
+        preprocess_fn=raw.get("preprocess_fn"),
+        columns=tuple(columns) if columns else None,
+        format=fmt,
+        image_folder=raw.get("image_folder"),
+        video_folder=raw.get("video_folder"),
+        user_key=raw.get("user_key"),
+        assistant_key=raw.get("assistant_key"),
+        kwargs=extra,
+        label=label,
+    )
+
+
+def filesystem_problem(path: str) -> str | None:
+    """Why fsspec cannot open `path` (an unknown URL scheme, a backend package not installed), or None."""
+    if "://" not in path:
+        return None
+    scheme = path.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as err:
+        return f"cannot read {scheme}:// URLs: {err}; {install_hint(scheme)}"
+    except ValueError:
+        return (
+            f"fsspec knows no {scheme}:// filesystem; use a local path or a URL fsspec reads (s3://, gs://, https://)"
+        )
+    return None
+
+
+@contextmanager
+def reading(entry: MixtureEntry) -> Iterator[None]:
+    """Errors of reading one data file as one `MixtureError` naming its entry: a missing file, a table that does not
+    parse (an unterminated CSV quote), a missing fsspec backend."""
+    named = f"{entry.label}: {entry.json_path}" if entry.label else entry.json_path
+    try:
+        yield
+    except FileNotFoundError:
+        raise MixtureError(f"{named}: not found") from None
+    except ImportError as err:
+        raise MixtureError(f"{named}: {filesystem_problem(entry.json_path) or err}") from None
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        raise MixtureError(f"{named}: cannot be read: {type(cause).__name__}: {cause}") from None
 
 
 def _caption_record(row: dict, kind: str, prompt: str, aes_cutoff, min_size) -> dict | None:
@@ -206,9 +333,12 @@ def _caption_record(row: dict, kind: str, prompt: str, aes_cutoff, min_size) -> 
     if len(values) < 2:
         raise ValueError(f"needs at least two columns (media path, caption), got {list(row)}")
     path, caption = values[0], values[1]
-    if aes_cutoff is not None and len(values) > 2 and (values[2] is None or float(values[2]) < aes_cutoff):
-        return None
-    if min_size is not None and len(values) > 4 and min(int(values[3] or 0), int(values[4] or 0)) < min_size:
+    if _missing(caption):  # str(None) would train the answer "None"
+        raise ValueError(f"the caption (column {list(row)[1]!r}) is empty (NULL or NaN)")
+    if aes_cutoff is not None and len(values) > 2 and (_missing(values[2]) or not float(values[2]) >= aes_cutoff):
+        return None  # an unknown score is not above the cutoff
+    sides = [0 if _missing(v) else int(v) for v in values[3:5]]
+    if min_size is not None and len(sides) == 2 and min(sides) < min_size:
         return None
     return {
         kind: path,
@@ -217,6 +347,11 @@ def _caption_record(row: dict, kind: str, prompt: str, aes_cutoff, min_size) -> 
             {"from": "gpt", "value": str(caption)},
         ],
     }
+
+
+def _missing(value) -> bool:
+    """None, NaN (how pandas and parquet give an empty cell) or an empty string."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 @register_preprocess("image_caption")

@@ -12,9 +12,13 @@ logger = logging.getLogger(__name__)
 SHOWN_PROBLEMS = 20  # problems listed in a strict run's error before "... and N more"
 
 
-class BadRecordsError(ValueError):
-    """The data cannot be used as it is: bad records under `strict`, or no usable record at all. The message lists
-    the records and names the fixes; commands print it without a traceback."""
+class DataError(ValueError):
+    """The data cannot be used as given (a mixture that does not parse, a file that cannot be read, bad records);
+    the message says where, what and how to fix it, and commands print it without a traceback."""
+
+
+class BadRecordsError(DataError):
+    """Bad records under `strict`, or no usable record at all; the message lists the records and names the fixes."""
 
 
 def apply_bad_record_policy(

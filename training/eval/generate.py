@@ -9,12 +9,15 @@ A prompt line is `{"video": "video_test.mp4", "text": "Can you describe the scen
 against `--media-base-path`, or the prompt file's own folder; a path leading outside it is refused unless
 `--allow-outside-root`. The prompt becomes messages through the same builder as training records. Each answer line
 holds question_id, prompt, text, answer_id, model_id and metadata (category, media, generation settings) - the
-answer-file format llava-bench and `framelm judge` read.
+answer-file format llava-bench and `framelm judge` read. A line that cannot be answered (not JSON, no usable
+question_id, text or media, an id already used) is reported with its line and skipped (`prompts.py`), as is a prompt
+whose media cannot be read; every other prompt is answered, and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -24,6 +27,7 @@ from pathlib import Path
 from framelm.processing.messages_framelm import build_messages
 from framelm.training.batching import PIXEL_KEYS, collate
 from framelm.training.data.paths import is_url, resolve_media_path
+from framelm.training.eval.prompts import answered_keys, media_lists, read_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +90,9 @@ def generation_kwargs(
 
 def prompt_media(record: dict, root: str, allow_outside_root: bool = False) -> dict[str, list[str]]:
     """The prompt's `images` and `videos` (each key a path or a list), resolved by the training data's rule;
-    raises `OutsideRootError` or `FileNotFoundError`."""
-    media = {}
-    for key in ("image", "video"):
-        value = record.get(key)
-        paths = [] if value is None else [value] if isinstance(value, str) else list(value)
-        media[f"{key}s"] = [resolve_media_path(p, root, allow_outside_root) for p in paths]
+    raises `OutsideRootError` or `FileNotFoundError`. URLs are fetched later, by the processor."""
+    media = {key: [resolve_media_path(p, root, allow_outside_root) for p in paths]
+             for key, paths in media_lists(record).items()}  # fmt: skip
     for path in media["images"] + media["videos"]:
         if not is_url(path) and not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path}")
@@ -136,19 +137,6 @@ def answer(model, processor, encoded: list[dict], **generate_kwargs) -> list[str
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-def completed_ids(path: Path) -> set:
-    """Question ids already answered; a torn last line (a run killed mid-write) is cut off so it is redone."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
-    if len(keep) != len(data):
-        logger.warning("%s ended in a torn line (interrupted run); it will be generated again", path)
-        with path.open("r+b") as f:
-            f.truncate(len(keep))
-    return {json.loads(line)["question_id"] for line in keep.decode().splitlines() if line.strip()}
-
-
 def append_line(handle, record: dict) -> None:
     """One whole line per write, flushed and synced: a killed run leaves at most one torn line, never a mix."""
     handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
@@ -175,36 +163,40 @@ def main(argv: list[str]) -> int:
         set_num_frames(processor, args.num_frames)
     model_id = args.model_id or Path(args.model.rstrip("/")).name
     media_root = args.media_base_path if args.media_base_path is not None else os.path.dirname(args.prompt_file)
-    prompts = [json.loads(line) for line in Path(args.prompt_file).read_text().splitlines() if line.strip()]
+    prompt_file = read_prompts(args.prompt_file)
+    for problem in prompt_file.problems:  # reported now, before any answer is generated
+        logger.error("%s (question_id=%s) skipped: %s -> %s", problem.where, problem.id, problem.problem, problem.fix)
     output = Path(args.output_file)
-    done = completed_ids(output)
-    todo = [p for p in prompts if p.get("question_id") not in done]
+    done = answered_keys(output)
+    todo = [p for p in prompt_file.prompts if p.key not in done]
     settings = generation_kwargs(
         max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty, greedy=args.greedy,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
     )  # fmt: skip
-    failed = []
+    failed = [p.id or p.where for p in prompt_file.problems]  # question ids, or the line of a prompt without one
+    encode = functools.partial(encode_prompt, processor, media_root=media_root, system_prompt=args.system_prompt,
+                               insert_media_token=args.insert_media_token,
+                               allow_outside_root=args.allow_outside_root)  # fmt: skip
     with output.open("ab") as handle, tqdm(total=len(todo), desc="generating", unit="prompt") as bar:
         for start in range(0, len(todo), args.batch_size):
             chunk, encoded = [], []
-            for record in todo[start : start + args.batch_size]:
+            for prompt in todo[start : start + args.batch_size]:
                 try:
-                    encoded.append(encode_prompt(processor, record, media_root, system_prompt=args.system_prompt,
-                                                 insert_media_token=args.insert_media_token,
-                                                 allow_outside_root=args.allow_outside_root))  # fmt: skip
-                    chunk.append(record)
-                except (FileNotFoundError, ValueError, KeyError) as err:
-                    failed.append(record.get("question_id"))
-                    logger.error("%s:%s skipped: %s", args.prompt_file, record.get("question_id"), err)
+                    encoded.append(encode(prompt.record))
+                    chunk.append(prompt)
+                except (OSError, ValueError, ImportError) as err:  # missing, outside the root, undecodable, unfetched
+                    failed.append(prompt.key)
+                    logger.error("%s (question_id=%s) skipped: %s", prompt.where, prompt.key, err)
             if chunk:
                 with torch.inference_mode():
                     texts = answer(model, processor, encoded, **settings)
-                for record, text in zip(chunk, texts, strict=True):
-                    append_line(handle, answer_record(record, text, model_id, settings, processor.num_frames))
+                for prompt, text in zip(chunk, texts, strict=True):
+                    append_line(handle, answer_record(prompt.record, text, model_id, settings, processor.num_frames))
             bar.update(len(todo[start : start + args.batch_size]))
+    answered = len(todo) - (len(failed) - len(prompt_file.problems))
     print(
-        f"{len(prompts)} prompts: {len(done)} already answered, {len(todo) - len(failed)} answered now, "
-        f"{len(failed)} failed{' (question ids ' + str(failed) + ')' if failed else ''} -> {output}"
+        f"{prompt_file.total} prompts: {len(prompt_file.prompts) - len(todo)} already answered, {answered} answered "
+        f"now, {len(failed)} failed{' (' + ', '.join(failed) + ')' if failed else ''} -> {output}"
     )
     return 1 if failed else 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+import reprlib
 from dataclasses import dataclass
 
 from framelm.training.data.paths import OutsideRootError, resolve_media_path
@@ -52,9 +53,11 @@ def _role_names(user_key: str | None, assistant_key: str | None) -> dict[str, st
 
 
 def record_id(record) -> str:
-    if isinstance(record, dict) and record.get("id") is not None:
-        return str(record["id"])
-    return ""
+    """The record's `id` as text; an id that is not a string or a number is shown shortened, for the report."""
+    value = record.get("id") if isinstance(record, dict) else None
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, (str, int, float)) else short_repr(value)
 
 
 def problem(record, where: str, kind: str, text: str, fix: str) -> RecordProblem:
@@ -69,7 +72,7 @@ def as_path_list(value, key: str) -> list[str] | str:
         return [value] if value else []
     if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
         return value
-    return f"'{key}' must be a path or a list of non-empty paths, not {_short(value)}"
+    return f"'{key}' must be a path or a list of non-empty paths, not {short_repr(value)}"
 
 
 def video_kind(path: str) -> str:
@@ -128,7 +131,8 @@ def build_sample(
             if role is None:
                 known = ", ".join(sorted(roles))
                 return problem(
-                    record, where, "unknown_role", f"turn {index} has role {_short(raw_role)}; known roles: {known}",
+                    record, where, "unknown_role",
+                    f"turn {index} has role {short_repr(raw_role)}; known roles: {known}",
                     "rename the role, or pass --user-key/--assistant-key with the role names your data uses",
                 )  # fmt: skip
             if role == SYSTEM_ROLE:
@@ -157,6 +161,11 @@ def build_sample(
         expected = "assistant" if role == "user" else "user"
     if not turns:
         return problem(record, where, "empty_conversation", "the conversation has no turns", "add the turns")
+    if PLACEHOLDER_PATTERN.search(system):  # the template renders it as text, then the processor finds a placeholder
+        return problem(
+            record, where, "media_in_system_prompt", "the system prompt contains a media placeholder",
+            "move the <image>/<video> placeholder into a user turn",
+        )  # fmt: skip
     if expected == "assistant":
         return problem(
             record, where, "role_order", "the conversation ends with a user turn that has no answer",
@@ -216,20 +225,25 @@ def text_messages(record, where: str, turns, role_key: str, text_key: str) -> li
     """[(role, text)] from a list of {role_key: ..., text_key: "..."} dicts, or the problem with the first bad turn."""
     if not isinstance(turns, list):
         return problem(
-            record, where, "missing_key", f"no list of turns (found {_short(turns)})",
+            record, where, "missing_key", f"no list of turns (found {short_repr(turns)})",
             f"add a list of {{{role_key!r}: ..., {text_key!r}: ...}} turns",
         )  # fmt: skip
     messages = []
     for index, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict) or not isinstance(turn.get(text_key), str):
             return problem(
-                record, where, "bad_turn", f"turn {index} is {_short(turn)}, not {{{role_key!r}, {text_key!r}: text}}",
+                record, where, "bad_turn",
+                f"turn {index} is {short_repr(turn)}, not {{{role_key!r}, {text_key!r}: text}}",
                 f"give every turn a {role_key!r} and a string {text_key!r}",
             )  # fmt: skip
         messages.append((turn.get(role_key), turn[text_key]))
     return messages
 
 
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
+_SHORT = reprlib.Repr()  # bounded depth and length: a record nested 1,000 levels deep prints short
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
+
+
+def short_repr(value, limit: int = 60) -> str:
+    text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
