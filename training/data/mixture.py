@@ -2,7 +2,8 @@
 
     datasets:                              # or a bare list at the top level
       - name: captions
-        json_path: s3://bucket/laion.parquet   # json, jsonl, csv or parquet; local or any fsspec URL
+        json_path: s3://bucket/laion.parquet   # json, jsonl, csv, parquet, arrow (local or fsspec URL), or a
+                                           # save_to_disk folder or Hub dataset id (with dataset_config/_split)
         sampling_strategy: random:10%      # all | full | dup:N | random:N | random:P% | first:N | end:N
         preprocess_fn: image_caption       # a registered function (or "package.module:function")
         columns: [url, caption, aesthetic, height, width]
@@ -12,8 +13,9 @@
         json_path: llava_v1_5_mix665k.json  # no preprocess_fn: rows are records in a supported format
         sampling_strategy: dup:2
 
-Relative `json_path`s resolve against the YAML's folder. Sampling is seeded by the run's seed and the entry's name, so
-a mixture picks the same rows on every machine and adding an entry does not change what the others pick.
+The YAML itself may live at an fsspec URL; relative `json_path`s resolve against its folder. Sampling is seeded by the
+run's seed and the entry's name, so a mixture picks the same rows on every machine and adding an entry does not change
+what the others pick.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+import fsspec
 import numpy as np
 import yaml
 
+from framelm.training.data.sources import JSON_SUFFIXES, TABLE_BUILDERS, is_dataset_reference, resolve_entry_path
+
 PREPROCESS_FNS: dict[str, Callable] = {}
 STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
-TABLE_SUFFIXES = (".csv", ".parquet")
-DATA_SUFFIXES = (".json", ".jsonl", *TABLE_SUFFIXES)
+DATA_SUFFIXES = (*JSON_SUFFIXES, *TABLE_BUILDERS)
 
 
 def register_preprocess(name: str | None = None) -> Callable[[Callable], Callable]:
@@ -136,11 +140,14 @@ class MixtureEntry:
     video_folder: str | None = None
     user_key: str | None = None
     assistant_key: str | None = None
+    dataset_config: str | None = None  # of a Hub dataset (`json_path: org/name`)
+    dataset_split: str | None = None  # of a Hub dataset or saved DatasetDict (default: the run's --dataset_split)
     kwargs: dict = field(default_factory=dict)
 
     @property
     def is_table(self) -> bool:
-        return self.json_path.lower().endswith(TABLE_SUFFIXES)
+        """Rows, not JSON records: csv/parquet/arrow files, saved datasets and Hub datasets (`sources.py`)."""
+        return not self.json_path.lower().endswith(JSON_SUFFIXES)
 
 
 def is_mixture(path: str) -> bool:
@@ -149,27 +156,28 @@ def is_mixture(path: str) -> bool:
 
 def load_mixture(path: str) -> list[MixtureEntry]:
     """Parse and check a mixture YAML; every error names the file, the entry and the key."""
-    with open(path, encoding="utf-8") as f:
+    with fsspec.open(path, "rt", encoding="utf-8") as f:  # a local file or any fsspec URL
         document = yaml.safe_load(f)
     entries = document.get("datasets") if isinstance(document, dict) else document
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')")
     known = {f.name for f in fields(MixtureEntry)} - {"kwargs"}
-    root = os.path.dirname(os.path.abspath(path))
+    root = posixpath.dirname(path) if "://" in path else os.path.dirname(os.path.abspath(path))
     result, names = [], set()
     for index, raw in enumerate(entries, start=1):
         label = f"{path}: dataset {index}"
         if not isinstance(raw, dict) or not raw.get("json_path"):
             raise ValueError(f"{label} needs at least a 'json_path' (and usually 'name' and 'sampling_strategy')")
-        json_path = str(raw["json_path"])
-        if "://" not in json_path and not os.path.isabs(json_path):
-            json_path = os.path.join(root, json_path)
+        json_path = resolve_entry_path(str(raw["json_path"]), root)
         name = str(raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0])
         if name in names:
             raise ValueError(f"{label}: the name {name!r} is used twice; names seed the sampling and must differ")
         names.add(name)
-        if not json_path.lower().endswith(DATA_SUFFIXES):
-            raise ValueError(f"{label} ({name}): json_path {json_path!r} must end in one of {DATA_SUFFIXES}")
+        if not json_path.lower().endswith(DATA_SUFFIXES) and not is_dataset_reference(json_path):
+            raise ValueError(
+                f"{label} ({name}): json_path {json_path!r} must end in one of {DATA_SUFFIXES}, or be a dataset "
+                "folder or Hub dataset id"
+            )
         try:
             strategy = SamplingStrategy.parse(raw.get("sampling_strategy", "all"))
         except ValueError as err:
@@ -195,6 +203,8 @@ def load_mixture(path: str) -> list[MixtureEntry]:
                 video_folder=raw.get("video_folder"),
                 user_key=raw.get("user_key"),
                 assistant_key=raw.get("assistant_key"),
+                dataset_config=raw.get("dataset_config"),
+                dataset_split=raw.get("dataset_split"),
                 kwargs=extra,
             )
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import datasets
+import pyarrow as pa
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats import READERS, ReadOptions, detect_format
@@ -21,7 +22,7 @@ from framelm.training.data.jsonio import JSONRecordError, find_id, parse_record
 from framelm.training.data.mixture import MixtureEntry, get_preprocess, is_mixture
 from framelm.training.data.sample import SAMPLE_FEATURES, RecordProblem, Sample
 
-CACHE_VERSION = 3  # bump when readers change what they produce, so that old Arrow caches are not reused
+CACHE_VERSION = 4  # bump when readers change what they produce, so that old Arrow caches are not reused
 DETECT_RECORDS = 100  # records looked at by `--format auto`
 PROBLEM_COLUMNS = ("problem", "fix", "kind", "note")
 ROW_FEATURES = datasets.Features({**SAMPLE_FEATURES, **{c: datasets.Value("string") for c in PROBLEM_COLUMNS}})
@@ -115,6 +116,8 @@ def _preprocessed(where: str, record, job: EntryJob):
 def normalize_batch(batch: dict, job: EntryJob) -> dict[str, list]:
     """Parse, preprocess and read each record of a stage-one batch into one ROW_FEATURES row."""
     out = {name: [] for name in ROW_FEATURES}
+    if isinstance(batch, pa.Table):  # table rows come in Arrow format, so that media features stay undecoded
+        batch = batch.to_pydict()
     read = READERS[job.reader]
     for where, parsed in _records(batch, job):
         record = parsed if isinstance(parsed, RecordProblem) else _preprocessed(where, parsed, job)

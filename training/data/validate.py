@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import measure_lengths, too_long_problems, truncation_counts
+from framelm.training.data.embedded import check_embedded, embedded_media
 from framelm.training.data.loading import LoadedSamples, load_samples
-from framelm.training.data.sample import RecordProblem
+from framelm.training.data.sample import Media, RecordProblem
 
 logger = logging.getLogger(__name__)
 
@@ -152,18 +153,25 @@ def media_problems(
     flat = pc.list_flatten(media)
     rows = pc.list_parent_indices(media).to_numpy()
     kinds, paths = pc.struct_field(flat, "kind").to_pylist(), pc.struct_field(flat, "path").to_pylist()
-    distinct = sorted({(k, p) for k, p in zip(kinds, paths, strict=True) if "://" not in p})
-    remote = sum("://" in p for p in paths)
+    embedded = embedded_media(flat)  # item index -> Media that came inside the data: checked one by one
+    keys = [("embedded", j) if j in embedded else (k, p) for j, (k, p) in enumerate(zip(kinds, paths, strict=True))]
+    distinct = sorted({(k, p) for k, p in keys if k != "embedded" and "://" not in p})
+    remote = sum(k != "embedded" and "://" in p for k, p in keys)
+    jobs = dict(zip(distinct, distinct, strict=True)) | {("embedded", j): media for j, media in embedded.items()}
+
+    def check(job) -> list[tuple[str, str, str]]:
+        return check_embedded(job, check_media_file) if isinstance(job, Media) else check_media_file(*job)
+
     workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         results = dict(
-            zip(distinct, tqdm(pool.map(lambda item: check_media_file(*item), distinct), total=len(distinct),
-                               desc="checking media", unit="file"), strict=True)
+            zip(jobs, tqdm(pool.map(check, jobs.values()), total=len(jobs), desc="checking media", unit="file"),
+                strict=True)
         )  # fmt: skip
     where, ids = table.column("where").to_pylist(), table.column("id").to_pylist()
     problems = []
-    for row, kind, path in zip(rows, kinds, paths, strict=True):
-        for problem_kind, text, fix in results.get((kind, path), ()):
+    for row, key in zip(rows, keys, strict=True):
+        for problem_kind, text, fix in results.get(key, ()):
             severity = "warning" if problem_kind in WARNING_KINDS else "error"
             problem = RecordProblem(where[row], text, fix, id=ids[row], kind=problem_kind, severity=severity)
             problems.append((int(row), problem))
