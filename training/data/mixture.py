@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import posixpath
 import re
 import zlib
@@ -33,7 +32,13 @@ import fsspec
 import numpy as np
 import yaml
 
-from framelm.training.data.sources import JSON_SUFFIXES, TABLE_BUILDERS, is_dataset_reference, resolve_entry_path
+from framelm.training.data.sources import (
+    JSON_SUFFIXES,
+    TABLE_BUILDERS,
+    folder_of,
+    is_dataset_reference,
+    resolve_entry_path,
+)
 
 PREPROCESS_FNS: dict[str, Callable] = {}
 STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
@@ -162,7 +167,7 @@ def load_mixture(path: str) -> list[MixtureEntry]:
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')")
     known = {f.name for f in fields(MixtureEntry)} - {"kwargs"}
-    root = posixpath.dirname(path) if "://" in path else os.path.dirname(os.path.abspath(path))
+    root = folder_of(path)
     result, names = [], set()
     for index, raw in enumerate(entries, start=1):
         label = f"{path}: dataset {index}"

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 import re
 
 import datasets
+import fsspec
 import numpy as np
 
 SHARD_MANIFEST = "framelm_shards.json"  # written by `framelm data convert --to webdataset` beside its shards
@@ -44,6 +46,19 @@ def is_dataset_reference(path: str) -> bool:
     """A path read by `datasets` as a whole dataset rather than as one data file: a folder or a Hub id."""
     path = str(path)
     return os.path.isdir(path) or (not os.path.exists(path) and "://" not in path and bool(_HUB_ID.match(path)))
+
+
+def folder_of(path: str) -> str:
+    """The folder of a local path or fsspec URL, local (and absolute) for `file://` URLs."""
+    if path.startswith("file://"):
+        path = fsspec.core.strip_protocol(path)
+    return posixpath.dirname(path) if "://" in path else os.path.dirname(os.path.abspath(path))
+
+
+def media_root(path: str) -> str:
+    """What relative media paths of a data source resolve against by default: a dataset folder itself, else the
+    data file's folder."""
+    return os.path.abspath(path) if os.path.isdir(path) else folder_of(path)
 
 
 def resolve_entry_path(json_path: str, root: str) -> str:
