@@ -8,6 +8,7 @@ import base64
 import glob
 import io
 import json
+from dataclasses import replace
 
 import datasets
 import fsspec
@@ -287,3 +288,47 @@ def test_train_two_steps_on_trl_format_data(tiny_model_dir, tmp_path, trl_datase
     trainer = run(*parse_args(argv))
     assert trainer.state.global_step == 2 and trainer.state.log_history[0]["media_tokens_per_second"] > 0
     assert len(trainer.train_dataset) == 8
+
+
+# --- streaming the same sources (`--streaming`) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["parquet", "save_to_disk", "hub_folder"])
+def test_streaming_a_table_source_gives_the_rows_load_samples_gives(tmp_path, trl_dataset, form):
+    from framelm.training.data.streaming import stream_samples
+
+    data = DataArguments(dataset=source(tmp_path, form, trl_dataset), cache_dir=str(tmp_path / "cache"))
+    assert list(stream_samples(data)) == load_samples(data).dataset.to_list()
+    assert [row["where"] for row in stream_samples(replace(data, max_samples=3))] == load_samples(
+        replace(data, max_samples=3)
+    ).dataset["where"]
+
+
+def test_streaming_checks_the_length_rule_record_by_record(tmp_path, tiny_processor):
+    records = [{"id": f"r{i}", "conversations": [{"from": "human", "value": "word " * (3 if i != 2 else 300)},
+                                                 {"from": "gpt", "value": "ok"}]} for i in range(5)]  # fmt: skip
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = DataArguments(dataset=str(path), streaming=True)
+    with pytest.raises(BadRecordsError, match=rf"{path}:3 \(id=r2\): the first exchange needs \d+ tokens"):
+        list(prepare_datasets(data, tiny_processor, max_length=64).train)  # strict: stops at the record
+    skip = prepare_datasets(replace(data, bad_records="skip"), tiny_processor, max_length=64)
+    rows = list(skip.train)
+    assert skip.streamed and skip.records is None  # a json file does not know its length: --max_steps needed
+    assert sorted(r["id"] for r in rows) == ["r0", "r1", "r3", "r4"] and all(r["num_tokens"] <= 64 for r in rows)
+    with pytest.raises(ValueError, match="--val_size needs the records in the Arrow cache"):
+        prepare_datasets(replace(data, val_size=2), tiny_processor, max_length=64)
+
+
+def test_embedded_images_convert_into_shards_as_their_own_bytes(tmp_path, trl_dataset, tiny_model_dir, capsys):
+    from framelm.training.data.shards import shard_source, stream_shards
+
+    path = source(tmp_path, "parquet", trl_dataset)
+    out = tmp_path / "shards"
+    assert data_main(["convert", path, "--out", str(out), "--to", "webdataset", "--split", "1,0,0"]) == 0
+    rows = list(stream_shards(*shard_source(str(out))))
+    by_id = {Sample.from_row(r).where.split("(from ")[1].rstrip(")"): Sample.from_row(r) for r in rows}
+    assert len(by_id) == 8 and by_id[f"{path}:row 3"].media == (Media("image", "0.png", png(COLOURS[2])),)
+    capsys.readouterr()
+    assert data_main(["stats", str(out), "--model", str(tiny_model_dir)]) == 0
+    assert "8 records" in capsys.readouterr().out

@@ -36,8 +36,7 @@ def raw_dataset(entry: MixtureEntry, data: DataArguments) -> datasets.Dataset:
     or chunks of raw JSON texts (`RAW_FEATURES`)."""
     path = entry.json_path
     if entry.is_table:
-        config, split = entry.dataset_config or data.dataset_config, entry.dataset_split or data.dataset_split
-        return table_rows(path, config, split, data.cache_dir)
+        return table_rows(entry, data)
     stamp = file_stamp(path)
     workers = data.num_proc if data.num_proc is not None else (os.cpu_count() or 1)
     big = stamp[1] > PARALLEL_BYTES

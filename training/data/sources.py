@@ -20,10 +20,15 @@ import glob
 import os
 import posixpath
 import re
+from typing import TYPE_CHECKING
 
 import datasets
 import fsspec
 import numpy as np
+
+if TYPE_CHECKING:
+    from framelm.training.data.arguments import DataArguments
+    from framelm.training.data.mixture import MixtureEntry
 
 SHARD_MANIFEST = "framelm_shards.json"  # written by `framelm data convert --to webdataset` beside its shards
 JSON_SUFFIXES = (".json", ".jsonl")
@@ -73,16 +78,16 @@ def resolve_entry_path(json_path: str, root: str) -> str:
     return local
 
 
-def table_rows(path: str, config: str | None, split: str, cache_dir: str | None) -> datasets.Dataset:
+def table_rows(entry: MixtureEntry, data: DataArguments) -> datasets.Dataset:
     """The rows of a table source (a csv/parquet/arrow file, a saved dataset, a data folder or a Hub id) in Arrow
     format (media features not decoded), with their 0-based row number in `__row__`."""
-    rows = _load_table(str(path), config, split, cache_dir)
+    rows = _load_table(entry.json_path, *_config_and_split(entry, data), data.cache_dir)
     return rows.add_column("__row__", np.arange(len(rows))).with_format("arrow")
 
 
-def stream_table_rows(path: str, config: str | None, split: str) -> datasets.IterableDataset:
+def stream_table_rows(entry: MixtureEntry, data: DataArguments) -> datasets.IterableDataset:
     """`table_rows` as a stream: nothing is copied into the cache, media features are not decoded."""
-    path = str(path)
+    path, (config, split) = entry.json_path, _config_and_split(entry, data)
     builder = TABLE_BUILDERS.get(os.path.splitext(path)[1].lower())
     if is_saved_dataset(path):
         rows = _load_table(path, config, split, None).to_iterable_dataset()
@@ -91,6 +96,11 @@ def stream_table_rows(path: str, config: str | None, split: str) -> datasets.Ite
     else:
         rows = _hub_dataset(path, config, split, streaming=True)
     return rows.decode(False) if rows.features else rows
+
+
+def _config_and_split(entry: MixtureEntry, data: DataArguments) -> tuple[str | None, str]:
+    """A Hub or saved dataset's config and split: the mixture entry's own, else the run's."""
+    return entry.dataset_config or data.dataset_config, entry.dataset_split or data.dataset_split
 
 
 def _load_table(path: str, config: str | None, split: str, cache_dir: str | None) -> datasets.Dataset:

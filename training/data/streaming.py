@@ -57,11 +57,10 @@ def stream_samples(data: DataArguments) -> datasets.IterableDataset:
     parts, sizes = [], []
     for entry in entries:
         job = entry_job(entry, str(data.dataset), len(entries), data)
-        source = _Source(entry, data)
         if entry.format == "auto":
-            head = next(_chunks(source, job, [None], None), None)
+            head = next(_chunks(entry, data, job, [None], None), None)
             job = replace(job, reader=detect_batch_format(_stage_one(head, job), job) if head else job.reader)
-        selection, size = _selection(source, data, needs_size=len(entries) > 1)
+        selection, size = _selection(entry, data, needs_size=len(entries) > 1)
         layout_lines = not entry.is_table and "://" not in entry.json_path and sniff_layout(entry.json_path) == "lines"
         shards = jsonl_shards(entry.json_path, JSON_SHARDS) if selection is None and layout_lines else [None]
         copies = int(entry.sampling_strategy.amount) if entry.sampling_strategy.kind == "dup" else 1
@@ -69,7 +68,14 @@ def stream_samples(data: DataArguments) -> datasets.IterableDataset:
             datasets.IterableDataset.from_generator(
                 _stream_rows,
                 features=ROW_FEATURES,
-                gen_kwargs={"shards": shards, "source": source, "job": job, "selection": selection, "copies": copies},
+                gen_kwargs={
+                    "shards": shards,
+                    "entry": entry,
+                    "data": data,
+                    "job": job,
+                    "selection": selection,
+                    "copies": copies,
+                },
             )
         )
         sizes.append(size * copies)
@@ -87,23 +93,14 @@ def stream_samples(data: DataArguments) -> datasets.IterableDataset:
     return rows.filter(gate).remove_columns(list(PROBLEM_COLUMNS))
 
 
-class _Source:
-    """Where one entry's records come from, with the run's options a table needs (picklable for the workers)."""
-
-    def __init__(self, entry: MixtureEntry, data: DataArguments):
-        self.entry = entry
-        self.config = entry.dataset_config or data.dataset_config
-        self.split = entry.dataset_split or data.dataset_split
-
-
-def _selection(source: _Source, data: DataArguments, needs_size: bool) -> tuple[np.ndarray | None, int]:
+def _selection(entry: MixtureEntry, data: DataArguments, needs_size: bool) -> tuple[np.ndarray | None, int]:
     """(sorted record indices to keep or None for all, records streamed per copy; 0 when not counted).
 
     The indices are those `load_samples` selects (`max_samples` included), so streaming and loading agree. Counting
     reads the file once (Parquet: its metadata); it is only done when the strategy or the mixture's proportions need
     it.
     """
-    strategy, limit = source.entry.sampling_strategy, data.max_samples
+    strategy, limit = entry.sampling_strategy, data.max_samples
     if strategy.kind == "first" and not strategy.percent:
         first = int(strategy.amount) if limit is None else min(int(strategy.amount), limit)
         return np.arange(first), first  # may be fewer: the file ends first
@@ -111,30 +108,32 @@ def _selection(source: _Source, data: DataArguments, needs_size: bool) -> tuple[
         return np.arange(limit), limit
     if strategy.kind in ("all", "dup") and not needs_size:
         return None, 0
-    n = _count_records(source)
+    n = _count_records(entry, data)
     if strategy.kind in ("all", "dup"):
         indices = None if limit is None else np.arange(min(limit, n))
     else:
-        indices = strategy.indices(n, data.sampling_seed, source.entry.name)[:limit]
+        indices = strategy.indices(n, data.sampling_seed, entry.name)[:limit]
     return indices, n if indices is None else len(indices)
 
 
-def _count_records(source: _Source) -> int:
-    path = source.entry.json_path
+def _count_records(entry: MixtureEntry, data: DataArguments) -> int:
+    path = entry.json_path
     if path.lower().endswith(".parquet"):
         import pyarrow.parquet as pq
 
         with fsspec.open(path, "rb") as f:
             return pq.ParquetFile(f).metadata.num_rows
-    if source.entry.is_table:
-        return sum(len(batch["__row__"]) for batch in _table_chunks(source))
+    if entry.is_table:
+        return sum(len(batch["__row__"]) for batch in _table_chunks(entry, data))
     return sum(1 for _ in iter_raw_records(path))
 
 
-def _stream_rows(shards: list, source: _Source, job: _Job, selection: np.ndarray | None, copies: int):
+def _stream_rows(
+    shards: list, entry: MixtureEntry, data: DataArguments, job: _Job, selection: np.ndarray | None, copies: int
+):
     """The generator behind each entry's IterableDataset: ROW_FEATURES rows, chunk by chunk."""
     for _ in range(copies):
-        for chunk in _chunks(source, job, shards, selection):
+        for chunk in _chunks(entry, data, job, shards, selection):
             out = _normalize_batch(_stage_one(chunk, job), job)
             for values in zip(*out.values(), strict=True):
                 yield dict(zip(out, values, strict=True))
@@ -145,13 +144,15 @@ def _stage_one(chunk: dict, job: _Job) -> dict:
     return chunk if job.table else {name: [values] for name, values in chunk.items()}
 
 
-def _chunks(source: _Source, job: _Job, shards: list, selection: np.ndarray | None) -> Iterator[dict]:
+def _chunks(
+    entry: MixtureEntry, data: DataArguments, job: _Job, shards: list, selection: np.ndarray | None
+) -> Iterator[dict]:
     """Up to CHUNK_RECORDS records at a time, as columns (row numbers or lines and texts), keeping only the selected
     record indices."""
     if job.table:
-        batches = _table_chunks(source)
+        batches = _table_chunks(entry, data)
     else:
-        batches = _json_chunks(source.entry.json_path, shards)
+        batches = _json_chunks(entry.json_path, shards)
     if selection is None:
         yield from batches
         return
@@ -179,10 +180,10 @@ def _json_chunks(path: str, shards: list) -> Iterator[dict]:
         }
 
 
-def _table_chunks(source: _Source) -> Iterator[dict]:
+def _table_chunks(entry: MixtureEntry, data: DataArguments) -> Iterator[dict]:
     """Rows of a table source, read by the same `datasets` call `load_samples` uses but streaming, with their row
     numbers; media features stay undecoded."""
-    rows = stream_table_rows(source.entry.json_path, source.config, source.split)
+    rows = stream_table_rows(entry, data)
     start = 0
     for batch in rows.iter(batch_size=CHUNK_RECORDS):
         size = len(next(iter(batch.values()), []))
