@@ -27,6 +27,9 @@ from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import kept_turns, measure_lengths, too_long_problem, too_long_problems
 from framelm.training.data.loading import load_samples
 from framelm.training.data.policy import BadRecordsError, apply_bad_record_policy, require_records
+from framelm.training.data.shards import split_records
+from framelm.training.data.sources import is_shards
+from framelm.training.data.streaming import PolicyGate, stream_samples
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +94,6 @@ def hold_out(train: datasets.Dataset, val_size: float, seed: int) -> tuple[datas
 
 def streams(data: DataArguments) -> bool:
     """Whether `data` is read as a stream: WebDataset shards always, any other source with `--streaming`."""
-    from framelm.training.data.sources import is_shards
-
     return data.streaming or is_shards(data.dataset)
 
 
@@ -104,8 +105,6 @@ def _prepare_stream(
             "--val_size needs the records in the Arrow cache, not a stream; give the evaluation records with "
             "--eval_dataset (`framelm data convert` writes a val split: --eval_dataset SHARDS/val-*.tar)"
         )
-    from framelm.training.data.shards import split_records
-
     train = stream_for_training(data, processor, max_length, seed=seed)
     evaluation = None
     if eval_dataset:
@@ -122,8 +121,6 @@ def stream_for_training(
 ) -> datasets.IterableDataset:
     """The records of `data.dataset` as a measured stream of records that can train, shuffled with `seed` (shard
     order and a `data.shuffle_buffer` of records; None: in stored order). Fails now when no record can train."""
-    from framelm.training.data.streaming import PolicyGate, stream_samples
-
     rows = stream_samples(data)
     if seed is not None and data.shuffle_buffer:
         rows = rows.shuffle(seed=seed, buffer_size=data.shuffle_buffer)

@@ -116,16 +116,13 @@ def temporary_video(media: Media, folders: list[tempfile.TemporaryDirectory]) ->
     return write_media(media, folder.name)
 
 
-def embedded_media(items: pa.Array) -> dict[int, Media]:
-    """{index: Media} of the embedded items of a flat Arrow array of `SAMPLE_FEATURES` media structs."""
-    from framelm.training.data.sample import Media
-
+def embedded_positions(items: pa.Array | pa.ChunkedArray) -> set[int]:
+    """Positions of the embedded items in a flat Arrow array of `SAMPLE_FEATURES` media structs."""
     inline = pc.or_(
         pc.is_valid(pc.struct_field(items, "bytes")),
         pc.greater(pc.fill_null(pc.list_value_length(pc.struct_field(items, "frames")), 0), 0),
     )
-    indices = np.flatnonzero(inline.to_numpy(zero_copy_only=False))
-    return {int(j): Media.from_row(items[int(j)].as_py()) for j in indices}
+    return set(np.flatnonzero(inline.to_numpy(zero_copy_only=False)).tolist())
 
 
 def check_embedded(media: Media, check: Callable[[str, str], list]) -> list[tuple[str, str, str]]:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import measure_lengths, too_long_problems, truncation_counts
-from framelm.training.data.embedded import check_embedded, embedded_media
+from framelm.training.data.embedded import check_embedded, embedded_positions
 from framelm.training.data.loading import LoadedSamples, load_samples
 from framelm.training.data.sample import Media, RecordProblem
 
@@ -153,14 +153,16 @@ def media_problems(
     flat = pc.list_flatten(media)
     rows = pc.list_parent_indices(media).to_numpy()
     kinds, paths = pc.struct_field(flat, "kind").to_pylist(), pc.struct_field(flat, "path").to_pylist()
-    embedded = embedded_media(flat)  # item index -> Media that came inside the data: checked one by one
+    embedded = embedded_positions(flat)  # media that came inside the data: each checked, read when it is
     keys = [("embedded", j) if j in embedded else (k, p) for j, (k, p) in enumerate(zip(kinds, paths, strict=True))]
     distinct = sorted({(k, p) for k, p in keys if k != "embedded" and "://" not in p})
     remote = sum(k != "embedded" and "://" in p for k, p in keys)
-    jobs = dict(zip(distinct, distinct, strict=True)) | {("embedded", j): media for j, media in embedded.items()}
+    jobs = dict(zip(distinct, distinct, strict=True)) | {("embedded", j): j for j in embedded}
 
     def check(job) -> list[tuple[str, str, str]]:
-        return check_embedded(job, check_media_file) if isinstance(job, Media) else check_media_file(*job)
+        if isinstance(job, int):
+            return check_embedded(Media.from_row(flat[job].as_py()), check_media_file)
+        return check_media_file(*job)
 
     workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
