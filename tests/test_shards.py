@@ -11,13 +11,14 @@ import sys
 import datasets
 import pytest
 import torch
-from support.processes import run_process
+from support.processes import free_port, run_process
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
 from framelm.training.cli import version
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
+from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Sample
 from framelm.training.data.shards import read_manifest, shard_source, stream_shards
 from framelm.training.data.sources import SHARD_MANIFEST
@@ -217,6 +218,15 @@ def test_each_rank_and_worker_reads_its_own_shards(tmp_path, llava_media, tiny_p
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 16
 
 
+def test_shards_without_a_usable_record_say_so(tmp_path, llava_media, tiny_processor):
+    from framelm.training.data_prep import prepare_datasets
+
+    assert convert(llava_media, tmp_path / "wds") == 0
+    data = DataArguments(dataset=str(tmp_path / "wds"), bad_records="skip")
+    with pytest.raises(BadRecordsError, match=r"wds: no usable record in the stream .*`framelm data validate .*wds`"):
+        prepare_datasets(data, tiny_processor, max_length=8)  # no record's first exchange fits 8 tokens
+
+
 def test_configure_for_stream_counts_steps_from_the_manifest(tmp_path, llava_media):
     from framelm.training.arguments import FrameLMSFTConfig
     from framelm.training.data_prep import configure_for_stream
@@ -289,3 +299,19 @@ def test_resume_mid_epoch_on_shards_trains_exactly_the_batches_an_uninterrupted_
     assert len({tuple(ids.flatten().tolist()) for ids in straight}) == 6  # six different batches
     for step, (expected, got) in enumerate(zip(straight, first_part + trained, strict=True), start=1):
         assert torch.equal(expected, got), f"step {step} trained another batch"
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_streams_the_shards(tiny_model_dir, tmp_path, llava_media):
+    """`framelm train --accelerate_config ddp --num_processes 2` on shards: each rank reads its own shards (no batch
+    is sent from rank 0), and both finish the steps together."""
+    assert convert(llava_media, tmp_path / "wds") == 0
+    command = [sys.executable, "-m", "framelm.training.cli", "train", "--accelerate_config", "ddp",
+               "--num_processes", "2", "--main_process_port", str(free_port()),
+               *train_argv(tiny_model_dir, tmp_path / "wds", tmp_path / "out", "--max_steps", "2",
+                           "--dataloader_num_workers", "1", "--save_strategy", "no")]  # fmt: skip
+    result = run_process(command, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    hyperparameters = json.loads((tmp_path / "out" / "framelm_run.json").read_text())["hyperparameters"]
+    assert hyperparameters["num_processes"] == 2 and hyperparameters["global_steps"] == 2
