@@ -1,17 +1,29 @@
-"""Benchmark: metadata-only `framelm data validate` and `framelm data convert` on a million LLaVA/NeVA records.
+"""Benchmark: framelm's data commands at a million records, against peers run on the same data in the same run.
 
-    python bench/data_scale.py            # 1,000,000 records (a few minutes)
+    python bench/data_scale.py            # 1,000,000 records (about half an hour on 2 busy cores)
     python bench/data_scale.py --quick    # 100,000 records
+    python bench/data_scale.py --part shards --quick
 
-The records are generated here (two thirds image conversations of two exchanges, one third Video-NeVA clips), written
-both as JSON Lines and as one JSON array (LLaVA's own `llava_v1_5_mix665k.json` is an array). Each command runs in
-its own process with a cold Arrow cache, and the resident memory of its whole process tree (workers included) is
-sampled every 50 ms. `datasets.load_dataset("json", ...)` on the same file is the peer: it only parses, while
-framelm also checks every record and normalizes it.
+Part `json`: metadata-only `framelm data validate` and `framelm data convert` (Arrow) of generated LLaVA/NeVA records
+(two thirds image conversations of two exchanges, one third Video-NeVA clips), as JSON Lines and as one JSON array
+(LLaVA's own `llava_v1_5_mix665k.json` is an array). `datasets.load_dataset("json", ...)` on the same file is the
+peer: it only parses, while framelm also checks every record and normalizes it. Targets (2-core machine): validate
+>= 20,000 records/s, convert <= 120 s, peak resident memory <= 1.5 GB.
 
-Targets (2-core machine): validate >= 20,000 records/s, convert <= 120 s, peak resident memory <= 1.5 GB. Wall times
-on a machine shared with other jobs depend on its load: each case also records its CPU seconds and the load average
-it started under.
+Part `shards`: records with one image file each (a 32x32 JPEG, one file per record, as in LLaVA's pretraining data).
+`framelm data convert --to webdataset` writes them into shards with every image's bytes inside, next to `tar -cf` of
+the same files (the records file and every image) in the same run: records/s and MB/s of each, both reading files
+the generator has just written (in the page cache). Then the shards are streamed the way `framelm train` streams them
+(`data_prep.stream_for_training`: seeded shuffle, the length rule, 2 DataLoader workers; `bench/shard_stream.py`),
+once with 10,000 records and once with all of them; target: peak resident memory of the streaming process tree
+within 10% between the two. Without a model step the stream is read as fast as it goes: rows measured by the length
+rule (token counts; no media decoded) for the full sizes, and collated batches (`FrameLMCollator`: JPEG decode, chat
+template, processor) for 10,000 against 100,000 records (2,000 against 10,000 with --quick), the collator costing
+about 5 ms a record on one core.
+
+Each command runs in its own process with a cold `datasets` cache, and the resident memory of its whole process tree
+(workers included) is sampled every 50 ms. Wall times on a machine shared with other jobs depend on its load: each
+case also records its CPU seconds and the load average it started under.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from common import write_results  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PEER = "import datasets, sys; datasets.load_dataset('json', data_files=sys.argv[1], cache_dir=sys.argv[2])"
+FRAMELM_DATA = [sys.executable, "-m", "framelm.training.cli", "data"]
 
 
 def record(i: int) -> dict:
@@ -125,29 +138,22 @@ def run(command: list[str]) -> dict:
         "load_average_before": round(load, 2),
         "returncode": process.returncode,
         "peak_rss_mb": round(peak / 2**20),
+        "last_line": output.strip().rsplit("\n", 1)[-1] if output.strip() else "",
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="100,000 records instead of 1,000,000.")
-    parser.add_argument("--workdir", help="Where the data and caches go (default: a temporary folder, removed).")
-    args = parser.parse_args()
-    n = 100_000 if args.quick else 1_000_000
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="framelm_data_scale_"))
-    work.mkdir(parents=True, exist_ok=True)
+def json_cases(work: Path, n: int) -> tuple[list[dict], dict]:
     start = time.perf_counter()
     files = generate(work, n)
     print(f"generated {n:,} records in {time.perf_counter() - start:.1f} s ({files[0].stat().st_size / 2**20:.0f} MB)")
-    framelm = [sys.executable, "-m", "framelm.training.cli", "data"]
     cases = []
     for path in files:
         layout = "jsonl" if path.suffix == ".jsonl" else "json array"
         commands = {
             "datasets.load_dataset(json)": [sys.executable, "-c", PEER, str(path), str(work / "cache_peer")],
-            "framelm data validate --no-media-check": framelm
+            "framelm data validate --no-media-check": FRAMELM_DATA
             + ["validate", str(path), "--no-media-check", "--cache-dir", str(work / "cache_validate")],
-            "framelm data convert": framelm
+            "framelm data convert": FRAMELM_DATA
             + ["convert", str(path), "--out", str(work / "arrow"), "--cache-dir", str(work / "cache_convert")],
         }
         for name, command in commands.items():
@@ -176,7 +182,33 @@ def main() -> None:
         }  # fmt: skip
         peak = max(validate["peak_rss_mb"], convert["peak_rss_mb"])
         summary[f"peak_rss_mb_{key}"] = {"target": "<= 1536", "measured": peak, "met": peak <= 1536}
-    print(f"\nwritten to {write_results('data_scale', cases, summary, args.quick)}")
+    for folder in ("cache_peer", "cache_validate", "cache_convert", "arrow"):  # room for the shards part
+        shutil.rmtree(work / folder, ignore_errors=True)
+    for path in files:
+        path.unlink()
+    return cases, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100,000 records instead of 1,000,000.")
+    parser.add_argument("--part", choices=("all", "json", "shards"), default="all", help="Which cases to run.")
+    parser.add_argument("--workdir", help="Where the data and caches go (default: a temporary folder, removed).")
+    args = parser.parse_args()
+    n = 100_000 if args.quick else 1_000_000
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="framelm_data_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
+    cases, summary = [], {}
+    if args.part in ("all", "json"):
+        more, verdicts = json_cases(work, n)
+        cases, summary = cases + more, summary | verdicts
+    if args.part in ("all", "shards"):
+        from shard_scale import shard_cases
+
+        more, verdicts = shard_cases(work, n, args.quick, run)
+        cases, summary = cases + more, summary | verdicts
+    name = "data_scale" if args.part == "all" else f"data_scale.{args.part}"
+    print(f"\nwritten to {write_results(name, cases, summary, args.quick)}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

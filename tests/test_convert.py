@@ -13,10 +13,11 @@ from support.pattern_video import read_pattern_index
 from framelm.processing.media_framelm import load_video, probe_video
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
-from framelm.training.data.convert import split_counts, write_webdataset
 from framelm.training.data.extract_frames import extract_frames
 from framelm.training.data.loading import load_samples
 from framelm.training.data.sample import Sample
+from framelm.training.data.shard_writer import split_counts, write_webdataset
+from framelm.training.data.shards import shard_source, stream_shards
 
 
 def record(i: int) -> dict:
@@ -72,7 +73,10 @@ def test_split_counts_refuse_bad_weights():
         split_counts(10, (1, 1))
 
 
-def test_webdataset_shards_split_and_stream_back(tmp_path, data_file):
+def test_webdataset_shards_split_and_stream_back(tmp_path, data_file, make_image):
+    (tmp_path / "img").mkdir()
+    for i in range(50):
+        os.rename(make_image(f"{i}.jpg", color=(i, 0, 0)), tmp_path / "img" / f"{i}.jpg")
     loaded = load_samples(DataArguments(dataset=str(data_file), cache_dir=str(tmp_path / "c")))
     out = tmp_path / "wds"
     assert write_webdataset(loaded.dataset, str(out), split=(8, 2, 0), shard_size=15, seed=3) == {
@@ -82,13 +86,16 @@ def test_webdataset_shards_split_and_stream_back(tmp_path, data_file):
     assert sorted(os.path.basename(p) for p in glob.glob(str(out / "*.tar"))) == [
         "train-000000.tar", "train-000001.tar", "train-000002.tar", "val-000000.tar",
     ]  # fmt: skip
-    files = {"train": str(out / "train-*.tar"), "val": str(out / "val-*.tar")}
-    streamed = datasets.load_dataset("webdataset", data_files=files, streaming=True)
-    read_back = {split: [Sample.from_row(example["json"]) for example in streamed[split]] for split in files}
+    read_back = {split: [Sample.from_row(row) for row in stream_shards(*shard_source(str(out), split))]
+                 for split in ("train", "val")}  # fmt: skip
     assert [len(read_back["train"]), len(read_back["val"])] == [40, 10]
     originals = {row["id"]: Sample.from_row(row) for row in loaded.dataset}
     every = read_back["train"] + read_back["val"]
-    assert sorted(s.id for s in every) == sorted(originals) and all(s == originals[s.id] for s in every)
+    assert sorted(s.id for s in every) == sorted(originals)
+    for sample in every:  # the same conversation, and each image's own bytes inside the shard
+        original = originals[sample.id]
+        assert sample.turns == original.turns and sample.where.endswith(f"(from {original.where})")
+        assert sample.media[0].data == open(original.media[0].path, "rb").read()
     assert [s.id for s in read_back["train"][:10]] != [f"r{i}" for i in range(10)]  # shuffled (seeded)
 
 

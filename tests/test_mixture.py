@@ -13,7 +13,6 @@ import yaml
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
-from framelm.training.data.convert import write_webdataset
 from framelm.training.data.loading import load_samples
 from framelm.training.data.mixture import (
     PREPROCESS_FNS,
@@ -23,6 +22,7 @@ from framelm.training.data.mixture import (
     load_mixture,
     register_preprocess,
 )
+from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Sample
 from framelm.training.data.streaming import stream_samples
 
@@ -308,11 +308,12 @@ def test_streaming_a_mixture_yields_the_records_load_samples_selects(mixture_fil
     ]  # fmt: skip
     path = write_yaml(mixture_files / "mix.yaml", entries)
     loaded = load_samples(DataArguments(dataset=path, sampling_seed=5, cache_dir=str(mixture_files / "cache")))
-    streamed = list(stream_samples(path, seed=5))
+    streamed = list(stream_samples(DataArguments(dataset=path, sampling_seed=5)))
     assert sorted(r["where"] for r in streamed) == sorted(loaded.dataset["where"])
     by_where = {r["where"]: r for r in loaded.dataset}
     assert all(by_where[r["where"]] == r for r in streamed)  # the same normalized rows
-    assert [r["where"] for r in stream_samples(path, seed=5)] == [r["where"] for r in streamed]  # seeded order
+    again = stream_samples(DataArguments(dataset=path, sampling_seed=5))
+    assert [r["where"] for r in again] == [r["where"] for r in streamed]  # seeded order
     if strategy == "all":  # interleaved, not one entry after the other
         assert {r["source"] for r in streamed[:20]} == {"llava", "laion"}
 
@@ -322,21 +323,8 @@ def test_streaming_applies_the_bad_record_policy(tmp_path, caplog):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(
-        ValueError, match=rf"(?s){path}:2 \(id=bad\): turn 1 is from the assistant .*bad_records='skip'"
+        BadRecordsError, match=rf"(?s){path}:2 \(id=bad\): turn 1 is from the assistant .*--bad_records skip"
     ):
-        list(stream_samples(str(path)))
-    assert [r["id"] for r in stream_samples(str(path), bad_records="skip")] == ["l0", "l2"]
+        list(stream_samples(DataArguments(dataset=str(path))))
+    assert [r["id"] for r in stream_samples(DataArguments(dataset=str(path), bad_records="skip"))] == ["l0", "l2"]
     assert f"skipping {path}:2 (id=bad)" in caplog.text and "1 skipped so far" in caplog.text
-
-
-def test_webdataset_shards_stream_back_as_samples(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps(llava_record(i)) + "\n" for i in range(25)))
-    loaded = load_samples(DataArguments(dataset=str(path), cache_dir=str(tmp_path / "cache")))
-    counts = write_webdataset(loaded.dataset, str(tmp_path / "wds"), split=(4, 1, 0), shard_size=8, seed=0)
-    assert counts == {"train": 20, "val": 5}
-    train = list(stream_samples(str(tmp_path / "wds" / "train-*.tar")))
-    val = list(stream_samples(str(tmp_path / "wds" / "val-*.tar")))
-    assert len(train) == 20 and len(val) == 5
-    assert sorted(r["id"] for r in train + val) == sorted(loaded.dataset["id"])
-    assert Sample.from_row(train[0]).to_row() == train[0]

@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> tuple:
     if not (model_args.model_name_or_path or script_args.init_from):
         parser.error("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
     if data_args.dataset is None:
-        parser.error("say what to train on: --dataset FILE_OR_MIXTURE_YAML")
+        parser.error("say what to train on: --dataset FILE_OR_MIXTURE_YAML (or a dataset folder, Hub id or shards)")
     return script_args, data_args, training_args, model_args
 
 
@@ -78,7 +78,7 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     """Build or load the model, prepare the data under the bad-record policy, train, save a Hub-ready folder.
 
     `callbacks`: extra `transformers.TrainerCallback`s, for programmatic use (early stopping, custom logging)."""
-    from framelm.training.data_prep import prepare_datasets
+    from framelm.training.data_prep import configure_for_stream, prepare_datasets
     from framelm.training.model_setup import load_model_and_processor, peft_config_for, set_stage
     from framelm.training.run_record import write_run_record
     from framelm.training.trainer import FrameLMTrainer
@@ -90,7 +90,11 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     model, processor = load_model_and_processor(script_args, model_args)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
     with prepared_once(training_args):  # other ranks then read the Arrow cache
-        data = prepare_datasets(data_args, processor, training_args.max_length, script_args.eval_dataset)
+        data = prepare_datasets(
+            data_args, processor, training_args.max_length, script_args.eval_dataset, seed=training_args.seed
+        )
+    if data.streamed:
+        configure_for_stream(training_args, data.records)
     trainer = FrameLMTrainer(
         model=model,
         args=training_args,

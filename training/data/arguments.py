@@ -24,9 +24,17 @@ class DataArguments:
 
     dataset: str | None = field(
         default=None,
-        metadata={"help": "The records: a json/jsonl/csv/parquet file, a mixture YAML, or a `framelm data convert` "
-                  "Arrow folder."},
+        metadata={"help": "The records: a json/jsonl/csv/parquet/arrow file, a mixture YAML, a `save_to_disk` folder, "
+                  "a folder of data files or a Hub dataset id (`datasets.load_dataset`), or WebDataset shards written "
+                  "by `framelm data convert` (their folder, a .tar or a glob)."},
     )  # fmt: skip
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration (subset) of a Hub dataset, as `load_dataset(name=...)`."}
+    )
+    dataset_split: str = field(
+        default="train",
+        metadata={"help": "Split read from a Hub dataset, a saved DatasetDict or a shard folder (train, val, ...)."},
+    )
     data_format: DataFormat = field(
         default="auto",
         metadata={"help": "Record format; auto detects it from the first records of each file.",
@@ -67,6 +75,27 @@ class DataArguments:
     cache_dir: str | None = field(
         default=None, metadata={"help": "Arrow cache folder (default: the Hugging Face datasets cache)."}
     )
+    max_samples: int | None = field(
+        default=None,
+        metadata={"help": "Read at most this many records of each dataset (of each mixture entry, after its "
+                  "sampling): the first ones. For quick runs and debugging."},
+    )  # fmt: skip
+    val_size: float = field(
+        default=0,
+        metadata={"help": "`framelm train`: hold out this share (0.05) or number (500) of the training records as the "
+                  "evaluation set, chosen with --sampling_seed; 0: none. Evaluation runs with --eval_strategy."},
+    )  # fmt: skip
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "`framelm train`: read the records as training goes instead of into the Arrow cache first "
+                  "(WebDataset shards always stream). Needs --max_steps, except for shards (their manifest counts "
+                  "the records)."},
+    )  # fmt: skip
+    shuffle_buffer: int = field(
+        default=1000,
+        metadata={"help": "Streaming: records held to shuffle from (shards are also read in a seeded random "
+                  "order); 0 keeps the stored order."},
+    )  # fmt: skip
 
     def __post_init__(self):
         # argparse checks the choices typed on the command line, not the values a YAML recipe sets
@@ -76,6 +105,15 @@ class DataArguments:
         ):
             if value not in allowed:
                 raise ValueError(f"--{name} {value!r} is not one of {allowed}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"--max_samples {self.max_samples} must be at least 1")
+        if self.val_size < 0 or not (self.val_size < 1 or float(self.val_size).is_integer()):
+            raise ValueError(f"--val_size {self.val_size} must be a share in [0, 1) or a whole number of records")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"--shuffle_buffer {self.shuffle_buffer} must be 0 (no shuffling) or more")
+
+    # options that only `framelm train` reads; the data commands refuse them rather than ignore them
+    TRAIN_ONLY = ("val_size", "streaming", "shuffle_buffer")
 
 
 @dataclass

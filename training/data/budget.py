@@ -38,13 +38,25 @@ LENGTH_FEATURES = {
 
 
 def measure_lengths(
-    dataset: datasets.Dataset, processor, max_length: int | None, num_proc: int | None = None
-) -> datasets.Dataset:
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    processor,
+    max_length: int | None,
+    num_proc: int | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
     """`dataset` (`SAMPLE_FEATURES` rows) with the `LENGTH_FEATURES` columns for this processor and `max_length`.
 
     Cached by `datasets` under the rows, the processor (tokenizer, template, tokens per image and frame, frames per
-    video) and `max_length`: a second run, or another epoch, reads the columns back instead of counting again.
+    video) and `max_length`: a second run, or another epoch, reads the columns back instead of counting again. A
+    streamed dataset (`datasets.IterableDataset`) is measured lazily, batch by batch as it is read, by the same rule.
     """
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(
+            _measure_batch,
+            batched=True,
+            batch_size=BATCH,
+            fn_kwargs={"processor": processor, "max_length": max_length},
+            features=datasets.Features({**dataset.features, **LENGTH_FEATURES}),
+        )
     dataset = dataset.remove_columns([c for c in LENGTH_FEATURES if c in dataset.column_names])
     features = datasets.Features({**dataset.features, **LENGTH_FEATURES})
     fingerprint = Hasher.hash([dataset._fingerprint, processor, max_length, LENGTH_RULE_VERSION])
@@ -62,7 +74,7 @@ def measure_lengths(
 
 def _measure_batch(batch: dict, processor, max_length: int | None) -> dict[str, list]:
     samples = [Sample.from_row(dict(zip(batch, values, strict=True))) for values in zip(*batch.values(), strict=True)]
-    totals, medias = token_counts(processor, [sample.to_messages() for sample in samples])
+    totals, medias = token_counts(processor, [sample.to_messages(media=False) for sample in samples])
     kept, used = [len(sample.turns) for sample in samples], list(totals)
     # the records that do not fit: binary search over their number of whole exchanges, one batch per round, since
     # a longer prefix never has fewer tokens. fits[i]: exchanges known to fit; too_many[i]: known not to fit.
@@ -70,7 +82,8 @@ def _measure_batch(batch: dict, processor, max_length: int | None) -> dict[str, 
     too_many = {i: len(samples[i].turns) // 2 for i in fits}
     while active := [i for i in fits if fits[i] + 1 < too_many[i]]:
         middle = {i: (fits[i] + too_many[i]) // 2 for i in active}
-        counts, _ = token_counts(processor, [samples[i].truncated(2 * middle[i]).to_messages() for i in active])
+        shorter = [samples[i].truncated(2 * middle[i]).to_messages(media=False) for i in active]
+        counts, _ = token_counts(processor, shorter)
         for i, count in zip(active, counts, strict=True):
             if count <= max_length:
                 fits[i], used[i] = middle[i], count
@@ -119,23 +132,21 @@ def kept_turns(measured: datasets.Dataset) -> np.ndarray:
 def too_long_problems(dataset: datasets.Dataset, max_length: int) -> list[tuple[int, RecordProblem]]:
     """(row, problem) for every measured record whose first exchange does not fit `max_length`."""
     rows = np.flatnonzero(kept_turns(dataset) == 0).tolist()
-    found = []
-    for row in rows:
-        record = dataset[row]
-        found.append(
-            (
-                row,
-                RecordProblem(
-                    record["where"],
-                    f"the first exchange needs {record['num_tokens']} tokens (media included) but max_length is "
-                    f"{max_length}: training could only cut it inside",
-                    "raise max_length, use fewer frames per video (num_frames), or shorten the first exchange",
-                    id=record["id"],
-                    kind="too_long",
-                ),
-            )
-        )
-    return found
+    return [(row, too_long_problem(dataset[row], max_length)) for row in rows]
+
+
+def too_long_problem(record: dict, max_length: int) -> RecordProblem | None:
+    """The problem of one measured record whose first exchange does not fit `max_length`; None when it fits."""
+    if record["kept_turns"] > 0:
+        return None
+    return RecordProblem(
+        record["where"],
+        f"the first exchange needs {record['num_tokens']} tokens (media included) but max_length is {max_length}: "
+        "training could only cut it inside",
+        "raise max_length, use fewer frames per video (num_frames), or shorten the first exchange",
+        id=record["id"],
+        kind="too_long",
+    )
 
 
 def truncation_counts(measured: datasets.Dataset) -> tuple[int, int]:

@@ -5,11 +5,13 @@
     framelm data validate train.json --max-length 4096 --model ./my-framelm    # also records too long to train
     framelm data stats train.json --model ./my-framelm --max-length 4096       # tokens per record
     framelm data convert train.json --out data/arrow                           # normalized Arrow (save_to_disk)
-    framelm data convert mix.yaml --out data/wds --to webdataset --split 9,1,0
+    framelm data convert mix.yaml --out data/wds --to webdataset --split 9,1,0  # media inside
+    framelm data validate data/wds                                             # shards, Hub ids, save_to_disk too
     framelm data extract-frames videos/ --interval 0.5                         # clip.mp4 -> clip/00001.jpg + clip.json
 
-PATH is a json, jsonl, csv or parquet file, or a mixture YAML. The data options are those of `framelm train`
-(`DataArguments`), spelled with dashes or underscores. Heavy libraries load only when a command runs.
+PATH is a json, jsonl, csv, parquet or arrow file, a mixture YAML, a `save_to_disk` folder, a folder of data files
+or a Hub dataset id, or WebDataset shards from `convert` (folder, .tar or glob). The data options are those of
+`framelm train` (`DataArguments`), spelled with dashes or underscores. Heavy libraries load only when a command runs.
 """
 
 from __future__ import annotations
@@ -71,19 +73,27 @@ def run_stats(data: DataArguments, counts: TokenCountArguments, options: StatsAr
 
 
 def run_convert(data: DataArguments, options: ConvertArguments) -> int:
-    from framelm.training.data.convert import save_arrow, write_webdataset
+    from framelm.training.data.convert import check_output_folder, parse_split, save_arrow
     from framelm.training.data.loading import load_samples
     from framelm.training.data.policy import apply_bad_record_policy
+    from framelm.training.data.shard_writer import write_webdataset
 
+    check_output_folder(options.out)
+    split = parse_split(options.split)
     loaded = load_samples(data)
     apply_bad_record_policy(loaded.problems, loaded.total, data.dataset, data.bad_records)
     if options.to == "arrow":
         save_arrow(loaded, options.out, num_proc=data.num_proc)
         print(f"{len(loaded.dataset):,} samples saved to {options.out} (datasets.load_from_disk)")
     else:
-        split = tuple(float(x) for x in options.split.split(","))
         counts = write_webdataset(
-            loaded.dataset, options.out, split=split, shard_size=options.shard_size, seed=data.sampling_seed
+            loaded.dataset,
+            options.out,
+            split=split,
+            shard_size=options.shard_size,
+            seed=data.sampling_seed,
+            num_proc=data.num_proc,
+            bad_records=data.bad_records,
         )
         print(f"WebDataset shards in {options.out}: " + ", ".join(f"{n:,} {name}" for name, n in counts.items()))
     return 0
@@ -151,6 +161,9 @@ def parse(command: str, argv: list[str]) -> tuple:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     data = parsed[0]
+    for name in DataArguments.TRAIN_ONLY:  # read by `framelm train` only: refused here rather than ignored
+        if getattr(data, name) != getattr(DataArguments, name):
+            parser.error(f"--{name} applies to `framelm train`, not to `framelm data {command}`")
     data.dataset = extra.path or data.dataset
     if data.dataset is None:
         parser.error("say which records: PATH (a data file or a mixture YAML)")

@@ -3,67 +3,58 @@
     framelm data convert train.json --out data/arrow                        # datasets.load_from_disk("data/arrow")
     framelm data convert mix.yaml --out data/wds --to webdataset --split 9,1,0
 
-WebDataset shards hold one `<key>.json` per sample (the normalized row; media stay as paths, as everywhere in
-framelm) and read back for streaming with
-`datasets.load_dataset("webdataset", data_files={"train": "data/wds/train-*.tar"}, streaming=True)`, each example's
-`json` field being a row for `Sample.from_row`.
+Arrow keeps media as they were (paths, embedded bytes); WebDataset shards carry every sample's media inside them
+(`shard_writer.py`, layout in `shards.py`) and read back with `framelm train --dataset data/wds`, `datasets`,
+`webdataset` and megatron-energon. Either output replaces an earlier convert output as a whole, atomically; any other
+non-empty folder is refused rather than mixed with (a glob over old and new shards would read both).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 import datasets
-import numpy as np
-from tqdm.auto import tqdm
 
+from framelm.training.atomic_write import folder_written_beside
 from framelm.training.data.loading import LoadedSamples
-
-logger = logging.getLogger(__name__)
-
-SPLIT_NAMES = ("train", "val", "test")
+from framelm.training.data.policy import require_records
+from framelm.training.data.shard_writer import split_counts
+from framelm.training.data.sources import is_saved_dataset, is_shards
 
 
 def save_arrow(loaded: LoadedSamples, out_dir: str, num_proc: int | None = None) -> None:
-    """`save_to_disk` of the samples; `load_samples(out_dir)` and `datasets.load_from_disk` read it back."""
-    loaded.dataset.save_to_disk(out_dir, num_proc=num_proc if num_proc and num_proc > 1 else None)
+    """`save_to_disk` of the samples (replacing `out_dir` as a whole); `load_samples(out_dir)` and
+    `datasets.load_from_disk` read it back."""
+    require_records(len(loaded.dataset), loaded.total, out_dir)
+    with folder_written_beside(out_dir) as partial:
+        loaded.dataset.save_to_disk(str(partial), num_proc=num_proc if num_proc and num_proc > 1 else None)
 
 
-def split_counts(n: int, weights: tuple[float, ...]) -> list[int]:
-    """Records per split for weights like (9, 1, 0): largest remainders, and a zero weight always gets zero."""
-    if len(weights) != len(SPLIT_NAMES) or any(w < 0 for w in weights) or not sum(weights):
-        raise ValueError(f"split {weights} must be three non-negative weights (train, val, test), e.g. 9,1,0")
-    exact = [n * w / sum(weights) for w in weights]
-    counts = [int(x) for x in exact]
-    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - counts[i], reverse=True)
-    for i in by_remainder[: n - sum(counts)]:
-        counts[i] += 1
-    return counts
+def check_output_folder(out_dir: str) -> None:
+    """Refuse an output folder that holds anything but an earlier convert output, before any work is done."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} is a file; give a folder")
+    if not os.listdir(out_dir) or is_shards(out_dir) or _is_converted_arrow(out_dir):
+        return
+    raise ValueError(
+        f"--out {out_dir} is not empty and is not an earlier `framelm data convert` output; choose another folder or "
+        "empty it (convert replaces only its own outputs, as a whole)"
+    )
 
 
-def write_webdataset(
-    dataset: datasets.Dataset,
-    out_dir: str,
-    split: tuple[float, ...] = (9, 1, 0),
-    shard_size: int = 10_000,
-    seed: int = 0,
-) -> dict[str, int]:
-    """Shuffle (seeded), split and write `{split}-{shard:06d}.tar` shards; returns records per split."""
-    import webdataset
+def _is_converted_arrow(path: str) -> bool:
+    if not is_saved_dataset(path):
+        return False
+    saved = datasets.load_from_disk(path)
+    return isinstance(saved, datasets.Dataset) and {"turns", "media", "where"} <= set(saved.column_names)
 
-    os.makedirs(out_dir, exist_ok=True)
-    order = np.random.default_rng(seed).permutation(len(dataset))
-    written, start = {}, 0
-    for name, count in zip(SPLIT_NAMES, split_counts(len(dataset), split), strict=True):
-        if not count:
-            continue
-        part = dataset.select(order[start : start + count])
-        start += count
-        pattern = os.path.join(out_dir, f"{name}-%06d.tar")
-        with webdataset.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
-            for index, row in enumerate(tqdm(part, desc=f"writing {name} shards", unit="record")):
-                sink.write({"__key__": f"{index:09d}", "json": row})
-        written[name] = count
-    logger.info("%s: %s", out_dir, ", ".join(f"{n} {name}" for name, n in written.items()))
-    return written
+
+def parse_split(text: str) -> tuple[float, ...]:
+    try:
+        weights = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--split {text!r}: give three numbers, e.g. 9,1,0") from None
+    split_counts(0, weights)  # checks them
+    return weights

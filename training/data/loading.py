@@ -1,11 +1,12 @@
-"""`load_samples`: a data file or a mixture YAML -> normalized samples in a `datasets.Dataset`, plus every problem.
+"""`load_samples`: any data source (`sources.py`) -> normalized samples in a `datasets.Dataset`, plus every problem.
 
 Two passes, both through `datasets` and its Arrow cache: stage one (`raw.py`) splits the file into raw record texts
-with their line numbers, a thousand records per Arrow row, and stage two (`normalize.py`,
-`Dataset.map(batched=True, num_proc=...)`) parses each record and runs its format's reader. Media stay on disk as
-paths, so a million LLaVA records take about 25 CPU-seconds (under a minute on two cores; `bench/data_scale.py`) and
-a second run of the same file is read from the cache. Media files are not opened here: `framelm data validate` does
-that. What happens to the bad records is the caller's choice (`policy.py`).
+with their line numbers, a thousand records per Arrow row (tables and Hub datasets: their rows), and stage two
+(`normalize.py`, `Dataset.map(batched=True, num_proc=...)`) parses each record and runs its format's reader. Media
+stay on disk as paths (or as the bytes they came in), so a million LLaVA records take about 25 CPU-seconds (under a
+minute on two cores; `bench/data_scale.py`) and a second run of the same file is read from the cache. Media files are
+not opened here: `framelm data validate` does that. What happens to the bad records is the caller's choice
+(`policy.py`). `framelm data convert` folders and WebDataset shards are already normalized and are read as they are.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from framelm.training.data.normalize import (
     entry_job,
     normalize_batch,
 )
-from framelm.training.data.raw import raw_dataset, record_count
+from framelm.training.data.raw import CHUNK_RECORDS, first_rows, raw_dataset, record_count
 from framelm.training.data.sample import SAMPLE_FEATURES, RecordProblem
+from framelm.training.data.shards import load_shards
+from framelm.training.data.sources import is_saved_dataset, is_shards
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +55,8 @@ class LoadedSamples:
 
 
 def load_samples(data: DataArguments) -> LoadedSamples:
-    """Read `data.dataset` (a json/jsonl/csv/parquet file, a mixture YAML or a `framelm data convert` folder) into
-    normalized samples.
+    """Read `data.dataset` (any source of `sources.py`: a data file, a mixture YAML, a saved or Hub dataset, a
+    `framelm data convert` folder, WebDataset shards) into normalized samples.
 
     Structural problems (JSON syntax, missing keys, role order, placeholder counts, paths escaping their root) are
     returned in `.problems`, one per bad record, never raised. Mixture entries may override the folders, roles and
@@ -64,22 +67,28 @@ def load_samples(data: DataArguments) -> LoadedSamples:
         raise ValueError("no data given: pass the data file or mixture YAML")
     if data.data_format != "auto":
         get_reader(data.data_format)
-    if os.path.isdir(path):
-        return _load_converted(str(path))
+    if is_shards(path):
+        return _limited(load_shards(data), data.max_samples)
+    if os.path.isdir(path) and is_saved_dataset(path) and _is_converted(path):
+        return _limited(_load_converted(str(path)), data.max_samples)
     entries = mixture_entries(path, data.data_format)
     parts, formats, total = [], {}, 0
     for entry in entries:
         with reading(entry):
-            raw = raw_dataset(entry.json_path, entry.is_table, data.num_proc, data.cache_dir)
+            raw = raw_dataset(entry, data)
         records = record_count(raw, entry.is_table)
         sampled = entry.sampling_strategy != SamplingStrategy("all")
         indices = entry.sampling_strategy.indices(records, data.sampling_seed, entry.name) if sampled else None
         if indices is not None:
             logger.info("%s: %s selects %d of %d records", entry.name, entry.sampling_strategy, len(indices), records)
-            if entry.is_table:  # table rows are records: select before reading, so unselected rows cost nothing
-                raw, records, indices = raw.select(indices), len(indices), None
+        if data.max_samples is not None:
+            indices = (np.arange(records) if indices is None else indices)[: data.max_samples]
+        if entry.is_table and indices is not None:  # table rows are records: select before reading them
+            raw, records, indices = raw.select(indices), len(indices), None
+        elif indices is not None and len(indices) and np.all(np.diff(indices) == 1) and indices[0] == 0:
+            raw = raw.select(range(-(-len(indices) // CHUNK_RECORDS)))  # the first records: their chunks only
         job = entry_job(entry, str(path), len(entries), data)
-        head = raw.select(range(min(DETECT_RECORDS if job.table else 1, len(raw)))).to_dict()
+        head = first_rows(raw, DETECT_RECORDS if job.table else 1)
         name = entry.format if entry.format != "auto" else detect_batch_format(head, job)
         job = replace(job, reader=name)
         formats[entry.name] = name
@@ -92,7 +101,7 @@ def load_samples(data: DataArguments) -> LoadedSamples:
             features=ROW_FEATURES,
             remove_columns=raw.column_names,
             desc=f"reading {entry.name} ({name})",
-        )
+        ).with_format(None)  # tables are read in Arrow format (media undecoded); the samples are plain rows
         if indices is not None:  # JSON records are only known one by one after stage two: select their rows now
             rows = rows.select(indices)
         total += len(rows)
@@ -102,23 +111,35 @@ def load_samples(data: DataArguments) -> LoadedSamples:
 
 
 def mixture_entries(path: str, format: str = "auto") -> list[MixtureEntry]:
-    """The entries of a mixture YAML, or one entry reading all of a data file."""
+    """The entries of a mixture YAML, or one entry reading all of a data file or dataset."""
     if is_mixture(path):
         return load_mixture(path)
-    return [MixtureEntry(name=posixpath.basename(str(path)), json_path=str(path), format=format)]
+    return [MixtureEntry(name=posixpath.basename(str(path).rstrip("/")), json_path=str(path), format=format)]
+
+
+def _is_converted(path: str) -> bool:
+    """A `framelm data convert` Arrow folder (normalized rows), as opposed to any other saved dataset."""
+    saved = datasets.load_from_disk(path)
+    if isinstance(saved, datasets.Dataset) and saved.features == SAMPLE_FEATURES:
+        return True
+    columns = saved.column_names if isinstance(saved, datasets.Dataset) else []
+    if {"turns", "media", "where"} <= set(columns):
+        raise ValueError(f"{path}: written by an older `framelm data convert` (its columns differ from today's "
+                         "SAMPLE_FEATURES); convert the original data again")  # fmt: skip
+    return False
 
 
 def _load_converted(path: str) -> LoadedSamples:
     """A folder written by `framelm data convert` (`save_to_disk`): already normalized and checked."""
-    try:
-        dataset = datasets.load_from_disk(path)
-    except FileNotFoundError:
-        raise ValueError(f"{path} is a folder but not a saved dataset; pass a data file, a mixture YAML or the "
-                         "output folder of `framelm data convert`") from None  # fmt: skip
-    if not isinstance(dataset, datasets.Dataset) or dataset.features != SAMPLE_FEATURES:
-        raise ValueError(f"{path}: not a framelm dataset (its columns differ from SAMPLE_FEATURES); convert it with "
-                         "`framelm data convert`")  # fmt: skip
+    dataset = datasets.load_from_disk(path)
     return LoadedSamples(dataset=dataset, problems=[], total=len(dataset), formats={path: "arrow"})
+
+
+def _limited(loaded: LoadedSamples, max_samples: int | None) -> LoadedSamples:
+    """The first `max_samples` samples of an already normalized source (converted folders, shards)."""
+    if max_samples is None or len(loaded.dataset) <= max_samples:
+        return loaded
+    return replace(loaded, dataset=loaded.dataset.select(range(max_samples)), total=max_samples)
 
 
 def _split(rows: datasets.Dataset, total: int, formats: dict, path: str) -> LoadedSamples:

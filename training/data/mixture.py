@@ -2,7 +2,8 @@
 
     datasets:                              # or a bare list at the top level
       - name: captions
-        json_path: s3://bucket/laion.parquet   # json, jsonl, csv or parquet; local or any fsspec URL
+        json_path: s3://bucket/laion.parquet   # json, jsonl, csv, parquet, arrow (local or fsspec URL), or a
+                                           # save_to_disk folder or Hub dataset id (with dataset_config/_split)
         sampling_strategy: random:10%      # all | full | dup:N | random:N | random:P% | first:N | end:N
         preprocess_fn: image_caption       # a registered function (or "package.module:function")
         columns: [url, caption, aesthetic, height, width]
@@ -12,15 +13,15 @@
         json_path: llava_v1_5_mix665k.json  # no preprocess_fn: rows are records in a supported format
         sampling_strategy: dup:2
 
-Relative `json_path`s resolve against the YAML's folder. Sampling is seeded by the run's seed and the entry's name, so
-a mixture picks the same rows on every machine and adding an entry does not change what the others pick.
+The YAML itself may live at an fsspec URL; relative `json_path`s resolve against its folder. Sampling is seeded by the
+run's seed and the entry's name, so a mixture picks the same rows on every machine and adding an entry does not change
+what the others pick.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-import os
 import posixpath
 import re
 import zlib
@@ -35,13 +36,19 @@ import yaml
 
 from framelm.processing.sources_framelm import install_hint
 from framelm.training.data.formats import FORMATS
-from framelm.training.data.formats.common import short_repr
+from framelm.training.data.formats.shown import short_repr
 from framelm.training.data.policy import DataError
+from framelm.training.data.sources import (
+    JSON_SUFFIXES,
+    TABLE_BUILDERS,
+    folder_of,
+    is_dataset_reference,
+    resolve_entry_path,
+)
 
 PREPROCESS_FNS: dict[str, Callable] = {}
 STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
-TABLE_SUFFIXES = (".csv", ".parquet")
-DATA_SUFFIXES = (".json", ".jsonl", *TABLE_SUFFIXES)
+DATA_SUFFIXES = (*JSON_SUFFIXES, *TABLE_BUILDERS)
 
 
 def register_preprocess(name: str | None = None) -> Callable[[Callable], Callable]:
@@ -156,12 +163,15 @@ class MixtureEntry:
     video_folder: str | None = None
     user_key: str | None = None
     assistant_key: str | None = None
+    dataset_config: str | None = None  # of a Hub dataset (`json_path: org/name`)
+    dataset_split: str | None = None  # of a Hub dataset or saved DatasetDict (default: the run's --dataset_split)
     kwargs: dict = field(default_factory=dict)
     label: str = ""  # how errors name the entry: "mix.yaml: dataset 2 (captions)"; "" for a single data file
 
     @property
     def is_table(self) -> bool:
-        return self.json_path.lower().endswith(TABLE_SUFFIXES)
+        """Rows, not JSON records: csv/parquet/arrow files, saved datasets and Hub datasets (`sources.py`)."""
+        return not self.json_path.lower().endswith(JSON_SUFFIXES)
 
 
 class MixtureError(DataError):
@@ -176,6 +186,8 @@ ENTRY_KEY_TYPES = {
     "video_folder": ((str,), "a folder path"),
     "user_key": ((str,), "the role name of user turns"),
     "assistant_key": ((str,), "the role name of assistant turns"),
+    "dataset_config": ((str,), "the config name of a Hub dataset"),
+    "dataset_split": ((str,), "a split name like train"),
 }
 
 
@@ -197,7 +209,7 @@ def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
     entries = document.get("datasets") if isinstance(document, dict) else document
     if not isinstance(entries, list) or not entries:
         return [], [f"{path}: a mixture is a list of datasets (at the top level or under 'datasets:')"]
-    root = os.path.dirname(os.path.abspath(path))
+    root = folder_of(path)
     result, errors, names = [], [], set()
     for index, raw in enumerate(entries, start=1):
         try:
@@ -216,7 +228,7 @@ def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
 
 def _read_yaml(path: str):
     try:
-        with open(path, encoding="utf-8") as f:
+        with fsspec.open(path, "rt", encoding="utf-8") as f:  # a local file or any fsspec URL
             return yaml.safe_load(f)
     except FileNotFoundError:
         raise MixtureError(f"{path}: no such mixture file") from None
@@ -243,14 +255,16 @@ def _entry(raw, label: str, root: str) -> MixtureEntry:
     json_path = raw["json_path"]
     if not isinstance(json_path, str):
         raise ValueError(f"{label}: json_path must be a path or URL, not {short_repr(json_path)}")
-    if "://" not in json_path and not os.path.isabs(json_path):
-        json_path = os.path.join(root, json_path)
+    json_path = resolve_entry_path(json_path, root)
     name = raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0]
     if not isinstance(name, (str, int)) or isinstance(name, bool):
         raise ValueError(f"{label}: name must be a string, not {short_repr(name)}")
     label = f"{label} ({name})"
-    if not json_path.lower().endswith(DATA_SUFFIXES):
-        raise ValueError(f"{label}: json_path {json_path!r} must end in one of {DATA_SUFFIXES}")
+    if not json_path.lower().endswith(DATA_SUFFIXES) and not is_dataset_reference(json_path):
+        raise ValueError(
+            f"{label}: json_path {json_path!r} must end in one of {DATA_SUFFIXES}, or be a dataset folder or Hub "
+            "dataset id"
+        )
     for key, (types, what) in ENTRY_KEY_TYPES.items():
         if raw.get(key) is not None and not isinstance(raw[key], types):
             raise ValueError(f"{label}: {key} must be {what}, not {short_repr(raw[key])}")
@@ -291,6 +305,8 @@ def _entry(raw, label: str, root: str) -> MixtureEntry:
         video_folder=raw.get("video_folder"),
         user_key=raw.get("user_key"),
         assistant_key=raw.get("assistant_key"),
+        dataset_config=raw.get("dataset_config"),
+        dataset_split=raw.get("dataset_split"),
         kwargs=extra,
         label=label,
     )
@@ -319,8 +335,8 @@ def reading(entry: MixtureEntry) -> Iterator[None]:
     named = f"{entry.label}: {entry.json_path}" if entry.label else entry.json_path
     try:
         yield
-    except FileNotFoundError:
-        raise MixtureError(f"{named}: not found") from None
+    except FileNotFoundError as err:  # a missing file, or a Hub id / folder `datasets` could not find (says what)
+        raise MixtureError(f"{named}: not found" if err.errno else f"{named}: {err}") from None
     except ImportError as err:
         raise MixtureError(f"{named}: {filesystem_problem(entry.json_path) or err}") from None
     except datasets.exceptions.DatasetGenerationError as err:

@@ -8,11 +8,11 @@ that one `map` keeps every record in file order and the counts always add up.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import datasets
+import pyarrow as pa
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats import READERS, ReadOptions, detect_format
@@ -20,8 +20,9 @@ from framelm.training.data.formats.llava import marks_video_with_image
 from framelm.training.data.jsonio import JSONRecordError, find_id, parse_record
 from framelm.training.data.mixture import MixtureEntry, get_preprocess, is_mixture
 from framelm.training.data.sample import SAMPLE_FEATURES, RecordProblem, Sample
+from framelm.training.data.sources import media_root
 
-CACHE_VERSION = 3  # bump when readers change what they produce, so that old Arrow caches are not reused
+CACHE_VERSION = 4  # bump when readers change what they produce, so that old Arrow caches are not reused
 DETECT_RECORDS = 100  # records looked at by `--format auto`
 PROBLEM_COLUMNS = ("problem", "fix", "kind", "note")
 ROW_FEATURES = datasets.Features({**SAMPLE_FEATURES, **{c: datasets.Value("string") for c in PROBLEM_COLUMNS}})
@@ -48,7 +49,7 @@ def entry_job(entry: MixtureEntry, path: str, n_entries: int, data: DataArgument
     options = ReadOptions(
         image_folder=entry.image_folder or data.image_folder,
         video_folder=entry.video_folder or data.video_folder,
-        base_dir=_folder_of(entry.json_path),
+        base_dir=media_root(entry.json_path),
         user_key=entry.user_key or data.user_key,
         assistant_key=entry.assistant_key or data.assistant_key,
         allow_outside_root=data.allow_outside_root,
@@ -63,12 +64,6 @@ def entry_job(entry: MixtureEntry, path: str, n_entries: int, data: DataArgument
         columns=entry.columns,
         kwargs=entry.kwargs,
     )
-
-
-def _folder_of(path: str) -> str:
-    if "://" in path:
-        return path.rsplit("/", 1)[0]
-    return os.path.dirname(os.path.abspath(path))
 
 
 def detect_batch_format(head: dict, job: EntryJob) -> str:
@@ -115,6 +110,8 @@ def _preprocessed(where: str, record, job: EntryJob):
 def normalize_batch(batch: dict, job: EntryJob) -> dict[str, list]:
     """Parse, preprocess and read each record of a stage-one batch into one ROW_FEATURES row."""
     out = {name: [] for name in ROW_FEATURES}
+    if isinstance(batch, pa.Table):  # table rows come in Arrow format, so that media features stay undecoded
+        batch = batch.to_pydict()
     read = READERS[job.reader]
     for where, parsed in _records(batch, job):
         record = parsed if isinstance(parsed, RecordProblem) else _preprocessed(where, parsed, job)

@@ -1,6 +1,7 @@
 """Stage one of `load_samples`: a data file's records as they are, before any parsing, in a cached Arrow dataset.
 
-Table files (csv, parquet) give one row per record plus its row number. JSON files give one row per chunk of
+Tables (csv, parquet and arrow files, saved datasets, Hub datasets: `sources.py`) give one row per record plus its
+row number. JSON files give one row per chunk of
 `CHUNK_RECORDS` raw record texts with their lines and columns (`jsonio.py` splits them): Arrow writes a few large rows
 far faster than a million small ones (5x for LLaVA records), and stage two (`normalize.py`) expands each chunk back
 into records. Large JSON Lines files are split by byte range across processes.
@@ -11,10 +12,12 @@ from __future__ import annotations
 import os
 
 import datasets
-import numpy as np
 import pyarrow.compute as pc
 
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.jsonio import file_stamp, iter_raw_records, jsonl_shards, sniff_layout
+from framelm.training.data.mixture import MixtureEntry
+from framelm.training.data.sources import table_rows
 
 CHUNK_RECORDS = 1000  # raw JSON records per stage-one row
 PARALLEL_BYTES = 64 * 1024 * 1024  # only JSON Lines files larger than this are split across processes
@@ -28,14 +31,14 @@ RAW_FEATURES = datasets.Features(
 )
 
 
-def raw_dataset(path: str, table: bool, num_proc: int | None, cache_dir: str | None) -> datasets.Dataset:
-    """The records of one data file: table rows with `__row__`, or chunks of raw JSON texts (`RAW_FEATURES`)."""
-    if table:
-        builder = "csv" if path.lower().endswith(".csv") else "parquet"
-        raw = datasets.load_dataset(builder, data_files=path, split="train", cache_dir=cache_dir)
-        return raw.add_column("__row__", np.arange(len(raw)))
+def raw_dataset(entry: MixtureEntry, data: DataArguments) -> datasets.Dataset:
+    """The records of one data source: table rows with `__row__` (in Arrow format: media features stay undecoded),
+    or chunks of raw JSON texts (`RAW_FEATURES`)."""
+    path = entry.json_path
+    if entry.is_table:
+        return table_rows(entry, data)
     stamp = file_stamp(path)
-    workers = num_proc if num_proc is not None else (os.cpu_count() or 1)
+    workers = data.num_proc if data.num_proc is not None else (os.cpu_count() or 1)
     big = stamp[1] > PARALLEL_BYTES
     shards = jsonl_shards(path, workers) if big and workers > 1 and sniff_layout(path) == "lines" else [None]
     return datasets.Dataset.from_generator(
@@ -43,7 +46,7 @@ def raw_dataset(path: str, table: bool, num_proc: int | None, cache_dir: str | N
         features=RAW_FEATURES,
         gen_kwargs={"shards": shards, "path": path, "stamp": stamp},
         num_proc=len(shards) if len(shards) > 1 else None,
-        cache_dir=cache_dir,
+        cache_dir=data.cache_dir,
         split="train",
         writer_batch_size=16,  # chunks held in memory before a write: 16 x 1,000 records
     )
@@ -74,3 +77,8 @@ def record_count(raw: datasets.Dataset, table: bool) -> int:
     if table:
         return len(raw)
     return int(pc.sum(pc.list_value_length(raw.data.column("line"))).as_py() or 0)
+
+
+def first_rows(raw: datasets.Dataset, count: int) -> dict[str, list]:
+    """The first `count` rows of a stage-one dataset as Python columns (media features not decoded)."""
+    return raw.with_format("arrow")[: min(count, len(raw))].to_pydict()

@@ -2,7 +2,9 @@
 
 Every source format (LLaVA/NeVA, lmms-finetune, ShareGPT, mixture rows) is turned into a `Sample` so that the
 collator, the validator and the statistics know one schema only. Media stays on disk as paths: decoding happens
-lazily in DataLoader workers, which keeps converting a million records cheap.
+lazily in DataLoader workers, which keeps converting a million records cheap. Media that came inside the data (a
+`datasets.Image` feature's bytes, a data URL, a WebDataset shard member) travel as their bytes instead (`embedded.py`),
+and nothing in the length rule looks at them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import datasets
 from framelm.processing.chat_template_framelm import IMAGE_TOKEN as IMAGE_PLACEHOLDER
 from framelm.processing.chat_template_framelm import VIDEO_TOKEN as VIDEO_PLACEHOLDER  # also marks frame folders
 from framelm.processing.messages_framelm import build_messages
+from framelm.training.data.embedded import MessagesWithFiles, temporary_video
 
 PLACEHOLDER_PATTERN = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 MEDIA_KINDS = ("image", "video", "frames")
@@ -29,7 +32,16 @@ SAMPLE_FEATURES = datasets.Features(
         # ordered turns; placeholders in `text` appear in the same order as `media`
         "turns": datasets.List({"role": datasets.Value("string"), "text": datasets.Value("string")}),
         # ordered media references: kind is image | video | frames, path is resolved against its root folder
-        "media": datasets.List({"kind": datasets.Value("string"), "path": datasets.Value("string")}),
+        "media": datasets.List(
+            {
+                "kind": datasets.Value("string"),
+                "path": datasets.Value("string"),  # for embedded media: the name it had, for messages only
+                "bytes": datasets.Value("binary"),  # an embedded image or video file; null: read `path`
+                # a video given as its frame images (paths or bytes) rather than a file or frame folder
+                "frames": datasets.List({"path": datasets.Value("string"), "bytes": datasets.Value("binary")}),
+                "fps": datasets.Value("float64"),  # frame rate of `frames` when known
+            }
+        ),
     }
 )
 
@@ -43,7 +55,29 @@ class Turn:
 @dataclass(frozen=True)
 class Media:
     kind: str  # "image" | "video" | "frames"
-    path: str
+    path: str  # a file, frame folder or URL; for embedded media, the name it had
+    data: bytes | None = None  # the whole file (an image or a video) when it came inside the data
+    frames: tuple[Media, ...] = ()  # kind "frames" given as a list of frame images (each a path or bytes)
+    fps: float | None = None  # frame rate of `frames`, when known
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the content travels with the record (no file at `path` to open)."""
+        return self.data is not None or bool(self.frames)
+
+    def to_row(self) -> dict:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "bytes": self.data,
+            "frames": [{"path": f.path, "bytes": f.data} for f in self.frames],
+            "fps": self.fps,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict) -> Media:
+        frames = tuple(cls("image", f["path"] or "", f["bytes"]) for f in row.get("frames") or ())
+        return cls(row["kind"], row["path"], row.get("bytes"), frames, row.get("fps"))
 
 
 @dataclass(frozen=True)
@@ -63,24 +97,28 @@ class Sample:
             "where": self.where,
             "system": self.system,
             "turns": [{"role": t.role, "text": t.text} for t in self.turns],
-            "media": [{"kind": m.kind, "path": m.path} for m in self.media],
+            "media": [m.to_row() for m in self.media],
         }
 
-    def to_messages(self) -> list[dict]:
+    def to_messages(self, media: bool = True) -> list[dict]:
         """transformers content-list messages, by the one builder training and serving share
         (`processing/messages_framelm.py`): each placeholder becomes an `{"type": "image"|"video", ...}` item.
 
         Frame folders are videos to the model, so they become video items too; the processor's video loader reads
-        a folder path as a folder of frames.
+        a folder path as a folder of frames. Embedded media become what the processor reads: an image's bytes, and
+        a video written to a temporary file or frame folder (`embedded.py`), deleted with the returned list.
+        `media=False` (counting tokens) puts only the media's paths or names in the items: nothing is written.
         """
-        return build_messages(
+        folders = []  # temporary folders of embedded videos, deleted with the returned list
+        messages = build_messages(
             [(turn.role, turn.text) for turn in self.turns],
-            [m.path for m in self.media if m.kind == "image"],
-            [m.path for m in self.media if m.kind != "image"],
+            [m.data if media and m.data is not None else m.path for m in self.media if m.kind == "image"],
+            [temporary_video(m, folders) if media and m.embedded else m.path for m in self.media if m.kind != "image"],
             image_token=IMAGE_PLACEHOLDER,
             video_token=VIDEO_PLACEHOLDER,
             system_prompt=self.system or None,
         )
+        return MessagesWithFiles(messages, folders) if folders else messages
 
     def truncated(self, kept_turns: int) -> Sample:
         """The first `kept_turns` turns with exactly the media their placeholders use (see `budget.py`)."""
@@ -94,7 +132,7 @@ class Sample:
     def from_row(cls, row: dict) -> Sample:
         return cls(
             turns=tuple(Turn(**t) for t in row["turns"]),
-            media=tuple(Media(**m) for m in row["media"]),
+            media=tuple(Media.from_row(m) for m in row["media"]),
             system=row.get("system") or "",
             id=row.get("id") or "",
             source=row.get("source") or "",

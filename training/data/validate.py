@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import measure_lengths, too_long_problems, truncation_counts
+from framelm.training.data.embedded import check_embedded, embedded_positions
 from framelm.training.data.loading import LoadedSamples, load_samples
 from framelm.training.data.media_check import WARNING_KINDS, MediaCheck, check_media_file
-from framelm.training.data.sample import RecordProblem
+from framelm.training.data.sample import Media, RecordProblem
 
 logger = logging.getLogger(__name__)
 
@@ -146,16 +147,26 @@ def media_problems(
     flat = pc.list_flatten(column)
     rows = pc.list_parent_indices(column).to_numpy()
     kinds, paths = pc.struct_field(flat, "kind").to_pylist(), pc.struct_field(flat, "path").to_pylist()
-    distinct = sorted(set(zip(kinds, paths, strict=True)))
+    embedded = embedded_positions(flat)  # media that came inside the data: each checked, read when it is
+    keys = [("embedded", j) if j in embedded else (k, p) for j, (k, p) in enumerate(zip(kinds, paths, strict=True))]
+    distinct = sorted({key for key in keys if key[0] != "embedded"})
+    jobs = dict(zip(distinct, distinct, strict=True)) | {("embedded", j): j for j in embedded}
+
+    def check(job) -> list[tuple[str, str, str]]:
+        if isinstance(job, int):
+            return check_embedded(Media.from_row(flat[job].as_py()), lambda k, p: check_media_file(k, p, media))
+        return check_media_file(*job, media)
+
     workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        checked = pool.map(lambda item: check_media_file(*item, media), distinct)
-        results = dict(zip(distinct, tqdm(checked, total=len(distinct), desc="checking media", unit="file"),
-                           strict=True))  # fmt: skip
+        results = dict(
+            zip(jobs, tqdm(pool.map(check, jobs.values()), total=len(jobs), desc="checking media", unit="file"),
+                strict=True)
+        )  # fmt: skip
     where, ids = table.column("where").to_pylist(), table.column("id").to_pylist()
     problems = []
-    for row, kind, path in zip(rows, kinds, paths, strict=True):
-        for problem_kind, text, fix in results[(kind, path)]:
+    for row, key in zip(rows, keys, strict=True):
+        for problem_kind, text, fix in results.get(key, ()):
             severity = "warning" if problem_kind in WARNING_KINDS else "error"
             problem = RecordProblem(where[row], text, fix, id=ids[row], kind=problem_kind, severity=severity)
             problems.append((int(row), problem))

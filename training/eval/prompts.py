@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from framelm.training.data.formats.common import short_repr
+from framelm.training.data.formats.shown import short_repr
 from framelm.training.data.jsonio import JSONRecordError, find_id, iter_raw_records, parse_record
 from framelm.training.data.sample import RecordProblem
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import reprlib
 from dataclasses import dataclass
 
+from framelm.training.data.formats.media_refs import MediaRef, media_list, resolve_embedded
+from framelm.training.data.formats.shown import short_repr
 from framelm.training.data.paths import OutsideRootError, resolve_media_path
 from framelm.training.data.sample import (
     IMAGE_PLACEHOLDER,
@@ -64,15 +65,10 @@ def problem(record, where: str, kind: str, text: str, fix: str) -> RecordProblem
     return RecordProblem(where=where, problem=text, fix=fix, id=record_id(record), kind=kind)
 
 
-def as_path_list(value, key: str) -> list[str] | str:
-    """A media field (a string, a list of strings or absent) as a list; an error message when it is neither."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value] if value else []
-    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
-        return value
-    return f"'{key}' must be a path or a list of non-empty paths, not {short_repr(value)}"
+def as_path_list(value, key: str, video: bool = False) -> list[MediaRef] | str:
+    """A media field (absent, one item or a list: paths, URLs, or embedded media, see `media_refs.py`) as a list; an
+    error message when it holds something else."""
+    return media_list(value, key, video)
 
 
 def video_kind(path: str) -> str:
@@ -93,7 +89,7 @@ def sample_with_media(
 ) -> Sample | RecordProblem:
     """`build_sample` with the media lists under `media_keys` (images, videos) and the system prompt under
     `system_key`, each checked for its type first."""
-    images, videos = (as_path_list(record.get(key), key) for key in media_keys)
+    images, videos = (as_path_list(record.get(key), key, video=i == 1) for i, key in enumerate(media_keys))
     for paths in (images, videos):
         if isinstance(paths, str):
             return problem(record, where, "bad_media_path", paths, "give a path string or a list of path strings")
@@ -108,10 +104,10 @@ def build_sample(
     where: str,
     options: ReadOptions,
     messages: list[tuple[str, str]],
-    images: list[str],
-    videos: list[str],
+    images: list[MediaRef],
+    videos: list[MediaRef],
     system: str = "",
-    inline: dict[int, tuple[str, str]] | None = None,
+    inline: dict[int, tuple[str, MediaRef]] | None = None,
 ) -> Sample | RecordProblem:
     """Check roles, order and placeholder counts, match placeholders to media in order and build the Sample.
 
@@ -119,7 +115,8 @@ def build_sample(
 
     Args:
         messages: (role as written in the record, text with placeholders), in order.
-        images, videos: paths from the record's media lists, matched in order to the placeholders of their kind.
+        images, videos: paths (or embedded media) from the record's media lists, matched in order to the
+            placeholders of their kind.
         inline: placeholder index -> (kind, path) for media named inside a message (transformers content lists).
     """
     roles = options.role_names()
@@ -209,6 +206,9 @@ def _match_media(
     for kind, path in ordered:
         root = (options.image_folder if kind == "image" else options.video_folder) or options.base_dir
         try:
+            if isinstance(path, Media):  # embedded (bytes or a frame list): nothing to resolve but frame paths
+                media.append(resolve_embedded(path, root, options.allow_outside_root))
+                continue
             resolved = resolve_media_path(path, root, options.allow_outside_root)
         except OutsideRootError as err:
             folder = "--image-folder" if kind == "image" else "--video-folder"
@@ -238,12 +238,3 @@ def text_messages(record, where: str, turns, role_key: str, text_key: str) -> li
             )  # fmt: skip
         messages.append((turn.get(role_key), turn[text_key]))
     return messages
-
-
-_SHORT = reprlib.Repr()  # bounded depth and length: a record nested 1,000 levels deep prints short
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
-
-
-def short_repr(value, limit: int = 60) -> str:
-    text = _SHORT.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -29,7 +29,7 @@ def marks_video_with_image(record) -> bool:
     """LLaVA-NeXT video data: a `video`, no `image`, no `<video>` and as many `<image>` placeholders as videos."""
     if not isinstance(record, dict) or not record.get("video") or record.get("image"):
         return False
-    turns, videos = record.get("conversations"), as_path_list(record["video"], "video")
+    turns, videos = record.get("conversations"), as_path_list(record["video"], "video", video=True)
     if not isinstance(turns, list) or isinstance(videos, str):
         return False
     texts = [t["value"] for t in turns if isinstance(t, dict) and isinstance(t.get("value"), str)]
