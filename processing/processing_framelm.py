@@ -265,7 +265,8 @@ class FrameLMProcessor(ProcessorMixin):
         and SGLang. Sizes are (height, width) per image and (frames, height, width) per video: an image always
         becomes `tokens_per_image` tokens (it is resized to the tower's input), a video `num_frames *
         tokens_per_frame` (its frames are resampled to `num_frames`, or one with `splice_single_frame`), so the
-        sizes only give the count. `kwargs` are the processor keywords the call will use (e.g. `num_frames`)."""
+        sizes only give the count. `kwargs` are the processor keywords the call will use (e.g. `num_frames`).
+        With `frame_timestamps` the time labels are text between a video's token runs, not counted here."""
         num_frames, _ = self._video_sampling(self._merged_keywords(kwargs)["videos_kwargs"])
         counts = MultiModalTokenCounts()
         if image_sizes is not None:

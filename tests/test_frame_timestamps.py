@@ -286,6 +286,7 @@ def test_a_tokenizer_that_splits_times_unevenly_is_refused_at_init_and_by_the_le
 # --- the option is chosen at init, saved, and off for older folders ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_init_chooses_the_option_and_it_round_trips_without_framelm(tmp_path, make_frame_folder):
     assert cli(["init", "--tiny", "--out", str(tmp_path / "plain")]) == 0
     assert cli(["init", "--tiny", "--frame-timestamps", "--out", str(tmp_path / "timed")]) == 0
@@ -297,16 +298,23 @@ def test_init_chooses_the_option_and_it_round_trips_without_framelm(tmp_path, ma
     child = run_without_framelm(
         f"""
         import json
-        from transformers import AutoProcessor
-        processor = AutoProcessor.from_pretrained({str(tmp_path / "timed")!r}, trust_remote_code=True)
-        ids = processor(text="<video>", videos=[{str(folder)!r}])["input_ids"][0]
-        text = processor.decode(ids).replace("<video>" * 16, "<F>")
-        print(json.dumps({{"on": processor.frame_timestamps, "text": text}}))
+        from transformers import AutoProcessor, pipeline
+        folder, video = {str(tmp_path / "timed")!r}, {str(folder)!r}
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        ids = processor(text="<video>", videos=[video])["input_ids"][0]
+        pipe = pipeline("video-text-to-text", model=folder, trust_remote_code=True)
+        prompt = pipe.preprocess(video, text="What moves?")["input_ids"][0]
+        answer = pipe(video, text="What moves?", max_new_tokens=2)
+        out = {{"on": processor.frame_timestamps, "answered": isinstance(answer[0]["generated_text"], str)}}
+        for name, tokens in (("text", ids), ("prompt", prompt)):
+            out[name] = processor.decode(tokens).replace("<video>" * 16, "<F>")
+        print(json.dumps(out))
         """,
         cwd=tmp_path,
     )
-    assert child == {"on": True, "text": f"[00:05.0 video][00:00.5]{FRAME}[00:01.5]{FRAME}[00:03.0]{FRAME}"
-                                         f"[00:04.0]{FRAME}"}  # fmt: skip
+    labels = f"[00:05.0 video][00:00.5]{FRAME}[00:01.5]{FRAME}[00:03.0]{FRAME}[00:04.0]{FRAME}"
+    assert child["on"] is True and child["answered"] is True and child["text"] == labels
+    assert child["prompt"] == f"{IM_START}user\n{labels}What moves?{IM_END}\n{IM_START}assistant\n"  # serving
 
 
 def test_a_folder_saved_before_the_option_loads_with_it_off(tiny_model_dir, tmp_path, make_mp4):

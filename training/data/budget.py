@@ -11,7 +11,8 @@ columns that training, `framelm data validate` and `framelm data stats` all read
   `<video>` to `num_frames * tokens_per_frame` (plus, with `frame_timestamps`, the duration and frame time labels).
   Packing (grouping rows into one sequence) reads this column. For a record with `kept_turns == 0`, the tokens its
   first exchange alone needs.
-- `total_tokens`, `media_tokens`: the whole conversation before any truncation, and the media part of it (stats).
+- `total_tokens`, `media_tokens`: the whole conversation before any truncation, and its image and frame tokens
+  (time labels are text) (stats).
 
 Nothing is decoded: the template is rendered with one placeholder per image and each `<video>` expanded by the
 processor's own `video_text` with one token per frame, tokenized in batches, each placeholder token then counting for
@@ -116,8 +117,9 @@ def time_label_problem(processor) -> str | None:
     The length rule counts labels written with zero times, which is exact only when every label takes as many tokens
     as `00:00.0` does. Checked on every minute (00-99) with two second values, and on every second and tenth at
     three minute values: the label's fields are separated by `:` and `.`, so this covers each field's digits and
-    each neighbouring pair of fields. Tokenizers that split digits one by one (Qwen, Llama 2, Mistral, Gemma) or in
-    fixed groups of up to three (Llama 3) pass; a BPE that merged only some digit pairs fails."""
+    each neighbouring pair of fields. Tokenizers that split digits one by one (Qwen, Llama 2, Mistral, Gemma) pass, as
+    do those whose vocabulary holds every two-digit group (Llama 3's holds all numbers up to 999); a BPE that merged
+    only some digit pairs fails (`tests/test_frame_timestamps.py` trains one of each kind)."""
     seconds = sorted(
         {60.0 * minute + second for minute in range(100) for second in (0.0, 59.9)}
         | {
