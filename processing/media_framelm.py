@@ -175,6 +175,7 @@ class VideoClip:
 
     frames: torch.Tensor  # (F, H, W, 3) uint8, channels-last as decoded
     timestamps: list[float] | None  # seconds from the first frame; None for a frame folder without a frame rate
+    duration: float | None  # seconds from the first frame's start to the last one's end; None without a frame rate
     fps: float | None
     total_frames: int
     backend: str
@@ -219,17 +220,10 @@ def probe_video(source: str | os.PathLike, limits: FetchLimits | None = None) ->
     Reads the whole packet index of a file, so a truncated file raises ValueError here rather than in training.
     """
     with local_video_path(os.fspath(source), limits) as path:
-        if os.path.isdir(path):
-            names = _frame_names(path)
-            fps = _folder_fps(path)
-            width, height = load_image(os.path.join(path, names[0])).size
-            total, duration = len(names), (len(names) / fps if fps else None)
-        else:
-            clip = load_video(path, num_frames=1, splice_single_frame="first")
-            total, fps = clip.total_frames, clip.fps
-            height, width = clip.frames.shape[1:3]
-            duration = total / fps if fps else None
-    return {"total_frames": total, "fps": fps, "duration": duration, "width": int(width), "height": int(height)}
+        clip = load_video(path, num_frames=1, splice_single_frame="first")
+    height, width = clip.frames.shape[1:3]
+    return {"total_frames": clip.total_frames, "fps": clip.fps, "duration": clip.duration, "width": int(width),
+            "height": int(height)}  # fmt: skip
 
 
 def _available_backend(path: str) -> str:
@@ -241,9 +235,11 @@ def _available_backend(path: str) -> str:
     raise ImportError(f"cannot decode {path}: no video library; `{_INSTALL['pyav']}` (or `{_INSTALL['decord']}`)")
 
 
-def _clip(frames: dict[int, np.ndarray], wanted: list[int], timestamps, fps, total: int, backend: str) -> VideoClip:
+def _clip(
+    frames: dict[int, np.ndarray], wanted: list[int], timestamps, duration, fps, total: int, backend: str
+) -> VideoClip:
     stacked = torch.from_numpy(np.stack([frames[i] for i in wanted]))  # (F, H, W, 3)
-    return VideoClip(stacked, timestamps, fps, total, backend)
+    return VideoClip(stacked, timestamps, duration, fps, total, backend)
 
 
 # --- frame folders ----------------------------------------------------------------------------------------------
@@ -290,8 +286,8 @@ def _read_frame_folder(folder: str, choose: Callable[[int], list[int]]) -> Video
     sizes = {frame.shape for frame in frames.values()}
     if len(sizes) > 1:
         raise ValueError(f"frames in {folder} differ in size {sorted(sizes)}; resize them to one size")
-    timestamps = [i / fps for i in wanted] if fps else None
-    return _clip(frames, wanted, timestamps, fps, len(names), "frames")
+    timestamps, duration = ([i / fps for i in wanted], len(names) / fps) if fps else (None, None)
+    return _clip(frames, wanted, timestamps, duration, fps, len(names), "frames")
 
 
 # --- decord -----------------------------------------------------------------------------------------------------
@@ -310,17 +306,20 @@ def _read_decord(path: str, choose: Callable[[int], list[int]]) -> VideoClip:
         wanted = choose(total)
         unique = sorted(set(wanted))
         batch = reader.get_batch(unique).asnumpy()  # (U, H, W, 3)
-        starts = reader.get_frame_timestamp([0, *unique])[:, 0]
+        times = reader.get_frame_timestamp([0, *unique, total - 1])  # (U + 2, 2): start and end of each frame
         fps = float(reader.get_avg_fps()) or None
     except (decord.DECORDError, RuntimeError) as err:  # decord raises RuntimeError when it cannot open a file
         raise ValueError(f"cannot decode video {path} with decord: {err}; re-encode or replace the file") from err
-    seconds = dict(zip(unique, (float(t - starts[0]) for t in starts[1:]), strict=True))
-    return _clip(dict(zip(unique, batch, strict=True)), wanted, [seconds[i] for i in wanted], fps, total, "decord")
+    first = times[0, 0]
+    seconds = dict(zip(unique, (float(t - first) for t in times[1:-1, 0]), strict=True))
+    frames = dict(zip(unique, batch, strict=True))
+    duration = float(times[-1, 1] - first)
+    return _clip(frames, wanted, [seconds[i] for i in wanted], duration, fps, total, "decord")
 
 
 def _read_pyav(path: str, choose: Callable[[int], list[int]]) -> VideoClip:
-    frames, wanted, timestamps, fps, total = read_pyav(path, choose)
-    return _clip(frames, wanted, timestamps, fps, total, "pyav")
+    frames, wanted, timestamps, duration, fps, total = read_pyav(path, choose)
+    return _clip(frames, wanted, timestamps, duration, fps, total, "pyav")
 
 
 _READERS = {"pyav": _read_pyav, "decord": _read_decord}

@@ -6,7 +6,10 @@ model (token strings, tokens per image and per frame, default frames per video) 
 
 Train and serve share this one code path: the collator and `pipeline()` both call `apply_chat_template`, which renders
 the template and calls `__call__`, which loads media, counts placeholders against media and expands each `<image>`
-to `tokens_per_image` tokens and each `<video>` to `frames * tokens_per_frame` tokens.
+to `tokens_per_image` tokens and each `<video>` to `frames * tokens_per_frame` tokens. With `frame_timestamps=True`
+(chosen at `framelm init`, saved in `processor_config.json`) a `<video>` also gets the clip's duration and each
+frame's time as text between the frame runs (`time_labels_framelm.py`): the processor writes them, not the chat
+template, because only the processor has the decoded frames and their times.
 
 What a call may pass (`inputs_framelm.py`): media in every form users and harnesses send (paths, `file://`, http(s)
 and fsspec URLs, data URLs, base64, bytes, PIL, arrays, frame lists); keywords in transformers 5's `ProcessingKwargs`
@@ -36,8 +39,9 @@ from .inputs_framelm import (
     is_video,
     per_sample_counts,
 )
-from .media_framelm import load_image, load_video, sample_frame_indices
+from .media_framelm import VideoClip, load_image, load_video, select_frame_indices
 from .sources_framelm import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, FetchLimits
+from .time_labels_framelm import timed_video_text
 
 TEMPLATE_VARIABLES = ("image_token", "video_token")
 
@@ -69,7 +73,9 @@ def _is_empty(audio) -> bool:
 
 class FrameLMProcessor(ProcessorMixin):
     """Tokenizer + `FrameLMImageProcessor` + the video loader of `media_framelm`, saved with the numbers that tie the
-    text to the vision tower (`tokens_per_image`, `tokens_per_frame`, `num_frames`)."""
+    text to the vision tower (`tokens_per_image`, `tokens_per_frame`, `num_frames`) and with `frame_timestamps`:
+    whether each video's duration and each frame's time are written before its tokens (off for models saved
+    before the option existed)."""
 
     valid_processor_kwargs = FrameLMProcessingKwargs
 
@@ -86,8 +92,12 @@ class FrameLMProcessor(ProcessorMixin):
         video_backend: str = "auto",
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        frame_timestamps: bool = False,
         **kwargs,
     ):
+        if not isinstance(frame_timestamps, bool):
+            raise TypeError(f"frame_timestamps must be True or False; got {frame_timestamps!r}")
+        self.frame_timestamps = frame_timestamps
         self.image_token = image_token
         self.video_token = video_token
         self.tokens_per_image = tokens_per_image
@@ -160,12 +170,13 @@ class FrameLMProcessor(ProcessorMixin):
             return templates.get("default") or ""
         return templates.get(chat_template, chat_template)
 
-    def load_video_frames(self, video, num_frames: int, splice_single_frame: str | None = None) -> torch.Tensor:
-        """A path, folder or URL, a decoded clip, an array/tensor (F, H, W, C) or a list of frames ->
-        uint8 (num_frames, H, W, 3); pre-decoded frames are resampled to `num_frames` with the same sampler."""
+    def load_video_clip(self, video, num_frames: int, splice_single_frame: str | None = None) -> VideoClip:
+        """A path, folder or URL, a decoded clip, an array/tensor (F, H, W, C) or a list of frames -> a `VideoClip`
+        of uint8 (num_frames, H, W, 3) frames with their times; pre-decoded frames are resampled to `num_frames` with
+        the same sampler, keeping the times of those picked (a clip's `timestamps`; arrays and lists have none)."""
         if isinstance(video, (str, os.PathLike)):
             limits = self.fetch_limits
-            return load_video(video, num_frames, splice_single_frame, backend=self.video_backend, limits=limits).frames
+            return load_video(video, num_frames, splice_single_frame, backend=self.video_backend, limits=limits)
         frames = getattr(video, "frames", video)
         if isinstance(frames, (list, tuple)):
             frames = torch.stack([torch.as_tensor(np.asarray(load_image(f))) for f in frames])
@@ -174,10 +185,16 @@ class FrameLMProcessor(ProcessorMixin):
             raise ValueError(
                 f"video frames must be (frames, height, width, channels); got shape {tuple(frames.shape)}"
             )
-        count = 1 if splice_single_frame else num_frames
-        if frames.shape[0] != count:
-            frames = frames[sample_frame_indices(frames.shape[0], count)]
-        return frames[..., :3] if frames.shape[-1] != 1 else frames.expand(*frames.shape[:3], 3)
+        total = frames.shape[0]
+        wanted = select_frame_indices(total, num_frames, splice_single_frame)
+        frames = frames[wanted]
+        frames = frames[..., :3] if frames.shape[-1] != 1 else frames.expand(*frames.shape[:3], 3)
+        times = getattr(video, "timestamps", None)
+        if times is not None and len(times) != total:
+            raise ValueError(f"a clip of {total} frames came with {len(times)} timestamps; give one per frame")
+        timestamps = None if times is None else [float(times[i]) for i in wanted]
+        fps = getattr(video, "fps", None)
+        return VideoClip(frames, timestamps, getattr(video, "duration", None), fps, total, "decoded")
 
     def __call__(self, images=None, text: str | list[str] | None = None, videos=None, audio=None, **kwargs):
         """Tokenize `text` with every `<image>`/`<video>` placeholder expanded, and preprocess the media.
@@ -204,12 +221,13 @@ class FrameLMProcessor(ProcessorMixin):
         if image_list:
             loaded = [load_image(image, self.fetch_limits) for image in image_list]
             data["pixel_values"] = self.image_processor(loaded, **images_kwargs)["pixel_values"]
-        if video_list:
-            clips = [self.load_video_frames(v, num_frames, splice_single_frame) for v in video_list]
-            frames = [self.image_processor.preprocess_frames(clip, **videos_kwargs) for clip in clips]
+        clips = [self.load_video_clip(v, num_frames, splice_single_frame) for v in video_list]
+        if clips:
+            frames = [self.image_processor.preprocess_frames(clip.frames, **videos_kwargs) for clip in clips]
             data["pixel_values_videos"] = torch.stack(frames)
         if texts:
-            expanded, offsets = self._expand_placeholders(texts, num_frames * self.tokens_per_frame)
+            video_texts = [self._clip_text(clip, video) for clip, video in zip(clips, video_list, strict=True)]
+            expanded, offsets = self._expand_placeholders(texts, video_texts)
             encoded = self.tokenizer(expanded, **merged["text_kwargs"])
             data.update(encoded)
             if merged["return_text_replacement_offsets"]:
@@ -247,7 +265,8 @@ class FrameLMProcessor(ProcessorMixin):
         and SGLang. Sizes are (height, width) per image and (frames, height, width) per video: an image always
         becomes `tokens_per_image` tokens (it is resized to the tower's input), a video `num_frames *
         tokens_per_frame` (its frames are resampled to `num_frames`, or one with `splice_single_frame`), so the
-        sizes only give the count. `kwargs` are the processor keywords the call will use (e.g. `num_frames`)."""
+        sizes only give the count. `kwargs` are the processor keywords the call will use (e.g. `num_frames`).
+        With `frame_timestamps` the time labels are text between a video's token runs, not counted here."""
         num_frames, _ = self._video_sampling(self._merged_keywords(kwargs)["videos_kwargs"])
         counts = MultiModalTokenCounts()
         if image_sizes is not None:
@@ -270,19 +289,56 @@ class FrameLMProcessor(ProcessorMixin):
                     f"{token} in the text (or one {{'type': '{kind[:-1]}'}} content item) for each of the {kind}"
                 )
 
-    def _expand_placeholders(self, texts: list[str], tokens_per_video: int) -> tuple[list[str], list[list[dict]]]:
-        """Replace each placeholder by its exact run of tokens; also return where each replacement landed
-        (the `text_replacement_offsets` that transformers' assistant-mask code uses to realign spans)."""
+    def video_text(
+        self,
+        num_frames: int,
+        timestamps: list[float] | None = None,
+        duration: float | None = None,
+        tokens_per_frame: int | None = None,
+    ) -> str:
+        """The text one `<video>` placeholder expands to: `num_frames` runs of `tokens_per_frame` video tokens (the
+        processor's by default) and, with `frame_timestamps`, the duration and each frame's time (required then).
+
+        The length rule (`training/data/budget.py`) calls this with `tokens_per_frame=1` and zero times, so labels
+        are counted as the processor writes them."""
+        tokens_per_frame = self.tokens_per_frame if tokens_per_frame is None else tokens_per_frame
+        if not self.frame_timestamps:
+            return self.video_token * (num_frames * tokens_per_frame)
+        if timestamps is None or duration is None or len(timestamps) != num_frames:
+            raise ValueError(f"frame_timestamps needs {num_frames} frame times and a duration; got {timestamps}")
+        return timed_video_text(self.video_token, tokens_per_frame, timestamps, duration)
+
+    def _clip_text(self, clip: VideoClip, video) -> str:
+        """`video_text` of one loaded clip; says how to give the times when the clip has none."""
+        if self.frame_timestamps and (clip.timestamps is None or clip.duration is None):
+            if isinstance(video, (str, os.PathLike)):  # only a frame folder without a frame rate file has no times
+                raise ValueError(
+                    f"frame folder {video} has no frame rate, and this processor writes each frame's time "
+                    f'(frame_timestamps=True): write {{"fps": 2.0}} (the rate the frames were taken at) to '
+                    f"{os.path.normpath(video)}.json"
+                )
+            raise ValueError(
+                "a video given as decoded frames has no frame times, and this processor writes each frame's time "
+                "(frame_timestamps=True): pass the video's path, or a clip with `timestamps` (one per frame, in "
+                "seconds) and `duration` such as `media_framelm.load_video` returns"
+            )
+        return self.video_text(len(clip.frames), clip.timestamps, clip.duration)
+
+    def _expand_placeholders(self, texts: list[str], video_texts: list[str]) -> tuple[list[str], list[list[dict]]]:
+        """Replace each `<image>` by its run of tokens and each `<video>` by the next of `video_texts` (one per video,
+        in order of appearance); also return where each replacement landed (the `text_replacement_offsets` that
+        transformers' assistant-mask code uses to realign spans)."""
+        videos = iter(video_texts)
         replacement = {
-            self.image_token: ("image", self.image_token * self.tokens_per_image),
-            self.video_token: ("video", self.video_token * tokens_per_video),
+            self.image_token: lambda: ("image", self.image_token * self.tokens_per_image),
+            self.video_token: lambda: ("video", next(videos)),
         }
         pattern = re.compile(f"{re.escape(self.image_token)}|{re.escape(self.video_token)}")
         expanded, all_offsets = [], []
         for text in texts:
             pieces, offsets, shift, last = [], [], 0, 0
             for match in pattern.finditer(text):
-                kind, run = replacement[match.group()]
+                kind, run = replacement[match.group()]()
                 start, end = match.span()
                 pieces += [text[last:start], run]
                 offsets.append(

@@ -32,6 +32,7 @@ class _PacketIndex:
     pts: list[int]
     keyframes: list[int]
     first_keyframe: bytes | None  # its packet data, to choose slice or frame threads
+    last_duration: int  # how long the last frame shows (its packet's duration, in the stream's time base); 0: unknown
 
     def gop(self, index: int) -> int:
         """The GOP to decode frame `index` from (0, 1, ...): the last keyframe shown at or before it."""
@@ -40,8 +41,11 @@ class _PacketIndex:
 
 def read_pyav(
     path: str, choose: Callable[[int], list[int]]
-) -> tuple[dict[int, np.ndarray], list[int], list[float], float | None, int]:
-    """Decode the frames `choose(total)` picks; returns (frames by index, wanted, timestamps, fps, total)."""
+) -> tuple[dict[int, np.ndarray], list[int], list[float], float, float | None, int]:
+    """Decode the frames `choose(total)` picks; returns (frames by index, wanted, timestamps, duration, fps, total).
+
+    Times are the frames' presentation timestamps, in seconds from the first frame (variable frame rates included);
+    the duration runs from the first frame's start to the last one's end."""
     try:
         import av
     except ImportError as err:
@@ -66,7 +70,19 @@ def read_pyav(
     if missing:
         raise ValueError(f"cannot decode frames {missing} of video {path} (corrupt stream?); re-encode the file")
     timestamps = [float((index.pts[i] - index.pts[0]) * time_base) for i in wanted]
-    return frames, wanted, timestamps, float(rate) if rate else None, len(index.pts)
+    fps = float(rate) if rate else None
+    return frames, wanted, timestamps, _duration(index, time_base, fps), fps, len(index.pts)
+
+
+def _duration(index: _PacketIndex, time_base, fps: float | None) -> float:
+    """Seconds from the first frame's start to the last frame's end. The last frame lasts its packet's duration; a
+    stream without packet durations gets the step before it (or one frame at the nominal rate)."""
+    span = float((index.pts[-1] - index.pts[0]) * time_base)
+    if index.last_duration > 0:
+        return span + float(index.last_duration * time_base)
+    if len(index.pts) > 1:
+        return span + float((index.pts[-1] - index.pts[-2]) * time_base)
+    return span + (1 / fps if fps else 0.0)
 
 
 def _configure_threads(codec, first_keyframe: bytes | None) -> None:
@@ -110,7 +126,7 @@ def _index_packets(container, stream, path: str) -> _PacketIndex:
     entries, first_keyframe = [], None
     for packet in container.demux(stream):
         if packet.size and packet.pts is not None and not packet.is_discard:
-            entries.append((packet.pts, packet.is_keyframe))
+            entries.append((packet.pts, packet.is_keyframe, packet.duration or 0))
             if first_keyframe is None and packet.is_keyframe:
                 first_keyframe = bytes(packet)
     if not entries:
@@ -120,8 +136,8 @@ def _index_packets(container, stream, path: str) -> _PacketIndex:
             f"video {path} is truncated: its header lists {stream.frames} frames but only {len(entries)} are present"
         )
     entries.sort()
-    keyframes = [i for i, (_, key) in enumerate(entries) if key] or [0]
-    return _PacketIndex([pts for pts, _ in entries], keyframes, first_keyframe)
+    keyframes = [i for i, (_, key, _) in enumerate(entries) if key] or [0]
+    return _PacketIndex([pts for pts, _, _ in entries], keyframes, first_keyframe, entries[-1][2])
 
 
 def _decode_frames(container, stream, index: _PacketIndex, wanted: list[int]) -> dict[int, np.ndarray]:

@@ -199,12 +199,19 @@ OLD_VICUNA = VICUNA_TEMPLATE.replace(
 )
 
 
+TRIM = "the text of a turn with an image or video is trimmed"
+
+
 @pytest.mark.parametrize(
     ("template", "reply_labels", "edits"),
     [
-        (OLD_VICUNA, "red <|im_end|>", ("video items", "marked with {% generation %}", "end with the stop token")),
-        (VICUNA_TEMPLATE, "red <|im_end|>", ("video items", "end with the stop token")),
-        (INTERLEAVE_TEMPLATE, "\nred<|im_end|>", ("marked with {% generation %}", "end-of-turn print")),
+        (
+            OLD_VICUNA,
+            "red <|im_end|>",
+            (TRIM, "video items", "marked with {% generation %}", "end with the stop token"),
+        ),
+        (VICUNA_TEMPLATE, "red <|im_end|>", (TRIM, "video items", "end with the stop token")),
+        (INTERLEAVE_TEMPLATE, "\nred<|im_end|>", (TRIM, "marked with {% generation %}", "end-of-turn print")),
     ],
     ids=["vicuna-without-markers", "vicuna-llava-1.5", "chatml-interleave"],
 )
@@ -225,6 +232,36 @@ def test_llava_hf_templates_become_trainable_without_changing_prompts(template, 
     )
     trained = [t for t, m in zip(out["input_ids"][0], out["assistant_masks"][0], strict=True) if m]
     assert tokenizer.decode(trained) == reply_labels
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        (VICUNA_TEMPLATE, f"USER: <image>\n{QUESTION} ASSISTANT: red <|im_end|>USER: Sure? ASSISTANT:"),
+        (INTERLEAVE_TEMPLATE, f"<|im_start|>user <image>\n{QUESTION}<|im_end|><|im_start|>assistant \nred<|im_end|>"
+                              "<|im_start|>user \nSure?<|im_end|><|im_start|>assistant\n"),
+    ],
+    ids=["vicuna-llava-1.5", "chatml-interleave"],
+)  # fmt: skip
+def test_llava_data_renders_one_newline_after_the_image_as_the_source_saw(tmp_path, make_image, template, expected):
+    """LLaVA data writes `<image>\nQuestion`; llava-hf templates print their own newline after the image, and
+    LLaVA's training strips the text of a turn that holds an image: one newline, not two."""
+    source_dir = save_llava(tmp_path / "source", chat_template=template)
+    import_llava(str(source_dir), tmp_path / "framelm")
+    _, processor = load_imported(tmp_path / "framelm")
+    sample = Sample(
+        turns=(Turn("user", f"<image>\n{QUESTION}\n"), Turn("assistant", "red"), Turn("user", "Sure?")),
+        media=(Media("image", str(make_image("red.png"))),),
+    )
+    rendered = processor.apply_chat_template(sample.to_messages(), add_generation_prompt=True)
+    assert rendered == expected
+    source = LlavaProcessor.from_pretrained(source_dir)
+    clean = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    ours = processor.apply_chat_template(sample.to_messages()[:1], add_generation_prompt=True)
+    assert ours == source.apply_chat_template(clean, add_generation_prompt=True)
+    spaced = [{"role": "user", "content": [{"type": "text", "text": " Sure? "}]}]  # no media: kept as LLaVA kept it
+    assert processor.apply_chat_template(spaced) == source.apply_chat_template(spaced)
+    assert " Sure? " in processor.apply_chat_template(spaced)
 
 
 def test_a_template_whose_replies_cannot_be_marked_is_refused_with_the_fix():

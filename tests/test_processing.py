@@ -32,9 +32,9 @@ def test_each_placeholder_expands_to_its_exact_token_count(tiny_processor):
 
 
 def test_decoded_frames_are_resampled_with_the_shared_sampler(tiny_processor):
-    picked = tiny_processor.load_video_frames(frames(10), num_frames=4)
+    picked = tiny_processor.load_video_clip(frames(10), num_frames=4).frames
     assert picked[:, 0, 0, 0].tolist() == sample_frame_indices(10, 4) == [1, 3, 6, 8]
-    short = tiny_processor.load_video_frames(frames(2), num_frames=4)
+    short = tiny_processor.load_video_clip(frames(2), num_frames=4).frames
     assert short[:, 0, 0, 0].tolist() == [0, 0, 1, 1]  # a short video repeats frames
     single = tiny_processor(text=VIDEO, videos=[frames(10)], splice_single_frame="middle", return_tensors="pt")
     assert runs(single["input_ids"][0], tiny_processor.video_token_id) == [16]

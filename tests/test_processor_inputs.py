@@ -144,7 +144,7 @@ def test_num_frames_sets_the_frame_count_and_the_video_tokens(tiny_processor, kw
         out = tiny_processor(text="<video>", videos=[video], return_tensors="pt", **kwargs)
     assert out["pixel_values_videos"].shape == (1, 2, 3, 32, 32)
     assert runs(out["input_ids"][0], tiny_processor.video_token_id) == [2 * 16]
-    plain = tiny_processor.load_video_frames(video, num_frames=2)
+    plain = tiny_processor.load_video_clip(video, num_frames=2).frames
     expected = tiny_processor.image_processor.preprocess_frames(plain)
     assert torch.equal(out["pixel_values_videos"][0], expected) and plain[:, 0, 0, 0].tolist() == [2, 6]
 

@@ -26,6 +26,7 @@ EXPECTED_FILES = {
     "inputs_framelm.py",
     "video_pyav_framelm.py",
     "chat_template_framelm.py",
+    "time_labels_framelm.py",
 }
 
 

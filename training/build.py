@@ -30,9 +30,11 @@ DEFAULT_TOWER_PREPROCESSING = {
 }
 
 
-def processor_for(config: FrameLMConfig, tokenizer, image_processor: FrameLMImageProcessor) -> FrameLMProcessor:
+def processor_for(
+    config: FrameLMConfig, tokenizer, image_processor: FrameLMImageProcessor, frame_timestamps: bool = False
+) -> FrameLMProcessor:
     """The processor of a model: its tokenizer, its tower's preprocessing, and the token counts from its config."""
-    return FrameLMProcessor(
+    processor = FrameLMProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         image_token=IMAGE_TOKEN,
@@ -40,7 +42,20 @@ def processor_for(config: FrameLMConfig, tokenizer, image_processor: FrameLMImag
         tokens_per_image=config.tokens_per_image,
         tokens_per_frame=config.tokens_per_frame,
         num_frames=config.num_frames,
+        frame_timestamps=frame_timestamps,
     )
+    check_frame_timestamps(processor)
+    return processor
+
+
+def check_frame_timestamps(processor: FrameLMProcessor) -> None:
+    """Refuse, when the model is built, time labels that the length rule could not count exactly (it would refuse
+    them at the first `framelm train` or `framelm data validate`)."""
+    if processor.frame_timestamps:
+        from framelm.training.data.budget import time_label_problem
+
+        if problem := time_label_problem(processor):
+            raise ValueError(f"--frame-timestamps: {problem}")
 
 
 def tower_image_processor(vision: str, config: FrameLMConfig) -> FrameLMImageProcessor:
@@ -62,7 +77,9 @@ def tower_image_processor(vision: str, config: FrameLMConfig) -> FrameLMImagePro
     return FrameLMImageProcessor.from_tower_processor(tower_processor, size_override=override)
 
 
-def build_from_components(vision: str, language: str, **config_kwargs) -> tuple[PreTrainedModel, FrameLMProcessor]:
+def build_from_components(
+    vision: str, language: str, frame_timestamps: bool = False, **config_kwargs
+) -> tuple[PreTrainedModel, FrameLMProcessor]:
     """A new FrameLM (pretrained tower + pretrained LM, random projector) and its processor."""
     model, tokenizer = FrameLMForConditionalGeneration.from_components(
         vision, language, image_token=IMAGE_TOKEN, video_token=VIDEO_TOKEN, **config_kwargs
@@ -72,7 +89,8 @@ def build_from_components(vision: str, language: str, **config_kwargs) -> tuple[
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     set_generation_defaults(model, tokenizer)
-    return model, processor_for(model.config, tokenizer, tower_image_processor(vision, model.config))
+    image_processor = tower_image_processor(vision, model.config)
+    return model, processor_for(model.config, tokenizer, image_processor, frame_timestamps)
 
 
 def set_generation_defaults(model: PreTrainedModel, tokenizer) -> None:

@@ -36,7 +36,7 @@ from framelm.modeling.configuration_framelm import (
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
 from framelm.processing.processing_framelm import FrameLMProcessor
-from framelm.training.build import save_framelm
+from framelm.training.build import check_frame_timestamps, save_framelm
 from framelm.training.llava_chat_template import check_trainable, trainable_chat_template
 
 logger = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ def import_llava(
     dtype: str | torch.dtype = "auto",
     num_frames: int | None = None,
     chat_template_file: str | Path | None = None,
+    frame_timestamps: bool = False,
 ) -> ImportReport:
     """Import a llava-hf checkpoint as a Hub-ready FrameLM folder; see the module docstring.
 
@@ -232,6 +233,8 @@ def import_llava(
         dtype: weights dtype (`auto` keeps the checkpoint's).
         num_frames: frames per video (default: FrameLM's 8).
         chat_template_file: a Jinja template to use instead of the source's (it must mark replies for training).
+        frame_timestamps: write each video's duration and each frame's time before its tokens (`framelm init
+            --frame-timestamps`); the source never saw them, so they are learnt in fine-tuning.
 
     Raises:
         UnsupportedSourceError: the source has a feature FrameLM does not reproduce (nothing is written).
@@ -245,7 +248,13 @@ def import_llava(
     if source_config.model_type == "llava_next_video":
         report.differences.append(
             "images: LLaVA-NeXT's any-resolution tiling and image-newline tokens are not in FrameLM; an image is "
-            "read as one view, so answers about images will NOT match the source (videos match it exactly)"
+            "read as one view, so answers about images will NOT match the source"
+            + ("" if frame_timestamps else " (videos match it exactly)")
+        )
+    if frame_timestamps:
+        (report.differences if source_config.model_type == "llava_next_video" else report.notes).append(
+            "videos: each frame comes after a time label ('[00:02.3]', --frame-timestamps) that the source never "
+            "saw; the model learns to read them in fine-tuning"
         )
     else:
         report.notes.append(
@@ -273,7 +282,9 @@ def import_llava(
         tokens_per_image=config.tokens_per_image,
         tokens_per_frame=config.tokens_per_frame,
         num_frames=config.num_frames,
+        frame_timestamps=frame_timestamps,
     )
+    check_frame_timestamps(processor)
     processor.chat_template = _chat_template(source, processor, processor_settings, chat_template_file, report.notes)
 
     source_model = getattr(transformers, report.source_class).from_pretrained(source, dtype=dtype)
@@ -370,5 +381,5 @@ def run_import(args, parser) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    import_llava(args.from_llava, args.out, args.dtype, args.num_frames, args.chat_template)
+    import_llava(args.from_llava, args.out, args.dtype, args.num_frames, args.chat_template, args.frame_timestamps)
     return 0

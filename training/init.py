@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Average-pool each frame's patch grid by this stride (1 = no pooling; 2 keeps a quarter of the tokens).",
     )
     arch.add_argument(
+        "--frame-timestamps",
+        action="store_true",
+        help="Write each video's duration and each frame's time (from the decoded frames) before its tokens, e.g. "
+        "'[00:12.0 video][00:00.8]<frame>[00:02.3]<frame>...': the LM then knows when things happen. Saved in "
+        "processor_config.json; off by default and for models saved before the option existed (see README, "
+        "'Frame timestamps').",
+    )
+    arch.add_argument(
         "--dtype",
         default="auto",
         help="Weights dtype when loading pretrained parts: auto, float32, bfloat16, float16.",
@@ -95,11 +103,13 @@ def main(argv: list[str]) -> int:
     if args.tiny:
         from framelm.training.tiny import build_tiny_framelm
 
-        out = build_tiny_framelm(args.out, **config_kwargs)
+        out = build_tiny_framelm(args.out, frame_timestamps=args.frame_timestamps, **config_kwargs)
     else:
         from framelm.training.build import build_from_components, save_framelm
 
-        model, processor = build_from_components(args.vision, args.language, dtype=args.dtype, **config_kwargs)
+        model, processor = build_from_components(
+            args.vision, args.language, args.frame_timestamps, dtype=args.dtype, **config_kwargs
+        )
         out = save_framelm(model, processor, args.out)
     print(f"wrote a FrameLM to {out}")
     return 0

@@ -4,10 +4,14 @@ framelm's collator trains on the tokens inside the template's `{% generation %}`
 a few shapes: older ones have no such spans; newer ones wrap the reply text but leave the end-of-turn token outside
 (ChatML's `<|im_end|>`), or have no end-of-turn token at all (the Vicuna-style `USER: ... ASSISTANT: ...` of
 LLaVA-1.5 and LLaVA-NeXT-Video, whose replies end in a bare space). Trained on those, a model never learns to stop.
-`trainable_chat_template` makes at most three edits and then proves, by rendering probe conversations through the
+`trainable_chat_template` makes at most four edits and then proves, by rendering probe conversations through the
 processor exactly as the collator does, that prompts render as the source renders them and that the labels of
 every reply end on the stop token; a template it cannot fix raises `ChatTemplateError` naming `--chat-template`.
 
+0. Text beside media: llava-hf templates print a message's images first, each with its own separating newline
+   (`<image>\n`), then its text. LLaVA data puts that newline in the text (`"<image>\nQuestion"`), so the prompt
+   would read `<image>\n\nQuestion`, which the source never saw: LLaVA's training strips the text of every turn
+   that holds an image. The template's text prints trim the text of messages that hold media, as that training did.
 1. Video items: a template with an image loop but no video loop gets a video loop beside it (same shape, the
    video placeholder), so FrameLM's video input can be prompted at all.
 2. Reply text: without `{% generation %}` markers, every print of a message's text is wrapped in one, for
@@ -32,6 +36,11 @@ END_GENERATION = re.compile(r"\{%-?\s*endgeneration\s*-?%\}")
 # a print of a message's text: `content['text']` inside a content loop, or `message['content']` itself
 MESSAGE_TEXT = re.compile(
     r"\bcontent\s*\[\s*['\"]text['\"]\s*\]|\bcontent\.text\b|\bmessage\s*\[\s*['\"]content['\"]\s*\]|\bmessage\.content\b"
+)
+CONTENT_TEXT = re.compile(r"\bcontent\s*\[\s*['\"]text['\"]\s*\]|\bcontent\.text\b")  # a text item's text
+# that text, trimmed in messages with an image or video (`message['content']` is a list wherever items are printed)
+TRIMMED_BESIDE_MEDIA = (
+    "({text} | trim if message['content'] | rejectattr('type', 'equalto', 'text') | list else {text})"
 )
 IMAGE_LOOP = re.compile(
     r"\{%-?\s*for\s+\w+\s+in\s+message\s*\[\s*['\"]content['\"]\s*\]\s*\|\s*selectattr\(\s*['\"]type['\"]\s*,"
@@ -109,6 +118,30 @@ def _add_video_loop(processor, template: str) -> str | None:
         processor.image_token, processor.video_token
     )
     return template.replace(loops[0], loops[0] + video_loop, 1)
+
+
+def _render_user_turn(processor, template: str, content: list[dict]) -> str | None:
+    try:
+        return processor.apply_chat_template([{"role": "user", "content": content}], chat_template=template)
+    except TemplateError:
+        return None
+
+
+def _trim_text_beside_media(processor, template: str) -> str | None:
+    """The template with the text of media messages trimmed (edit 0), when it separates media from text by a
+    newline itself and the edit renders LLaVA-style text as the source renders clean text; else None."""
+    question = QUESTIONS[0]
+    clean = _render_user_turn(processor, template, [{"type": "image"}, {"type": "text", "text": question}])
+    if clean is None or processor.image_token not in clean or question not in clean:
+        return None
+    separator = clean[clean.index(processor.image_token) + len(processor.image_token) : clean.index(question)]
+    if "\n" not in separator:  # the data's own newline is the only separator: keep it
+        return None
+    edited = PRINT_TAG.sub(
+        lambda tag: CONTENT_TEXT.sub(lambda m: TRIMMED_BESIDE_MEDIA.format(text=m.group()), tag.group()), template
+    )
+    llava_style = [{"type": "image"}, {"type": "text", "text": f"\n{question}\n"}]
+    return edited if _render_user_turn(processor, edited, llava_style) == clean else None
 
 
 def _mark_reply_text(template: str) -> str:
@@ -209,6 +242,13 @@ def trainable_chat_template(processor, source_template: str, stop: str) -> Train
         stop: the token generation stops at (the tokenizer's EOS token).
     """
     template, notes = source_template, []
+    trimmed = _trim_text_beside_media(processor, template)
+    if trimmed is not None:
+        template = trimmed
+        notes.append(
+            "the text of a turn with an image or video is trimmed, as LLaVA's training did: '<image>\\nQuestion' "
+            "renders with one newline after the image, as the source saw it, not two"
+        )
     if not _renders_video(processor, template):
         with_video = _add_video_loop(processor, template)
         if with_video is not None and _renders_video(processor, with_video):

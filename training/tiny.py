@@ -97,8 +97,11 @@ def tiny_config(
     )
 
 
-def build_tiny_framelm(out_dir: str | Path | None = None, seed: int = 0, **config_kwargs):
-    """A tiny random FrameLM and its processor; saved to `out_dir` (and the folder returned) when given.
+def build_tiny_framelm(
+    out_dir: str | Path | None = None, seed: int = 0, frame_timestamps: bool = False, **config_kwargs
+):
+    """A tiny random FrameLM and its processor (`frame_timestamps`: the processor's time labels); saved to `out_dir`
+    (and the folder returned) when given.
 
     Returns `out_dir` when saving, else `(model, processor)`.
     """
@@ -111,7 +114,7 @@ def build_tiny_framelm(out_dir: str | Path | None = None, seed: int = 0, **confi
     image_processor = FrameLMImageProcessor(
         size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
-    processor = processor_for(config, tokenizer, image_processor)
+    processor = processor_for(config, tokenizer, image_processor, frame_timestamps)
     if out_dir is None:
         return model, processor
     return save_framelm(model, processor, out_dir)

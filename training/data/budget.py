@@ -8,13 +8,18 @@ columns that training, `framelm data validate` and `framelm data stats` all read
   0 means the first exchange alone does not fit: the record cannot train (a `too_long` bad record).
 - `num_tokens`: `len(input_ids)` the collator produces for those turns, exactly: the system prompt, the chat
   template and every media token included, as the processor expands `<image>` to `tokens_per_image` tokens and
-  `<video>` to `num_frames * tokens_per_frame`. Packing (grouping rows into one sequence) reads this column. For a
-  record with `kept_turns == 0`, the tokens its first exchange alone needs.
-- `total_tokens`, `media_tokens`: the whole conversation before any truncation, and the media part of it (stats).
+  `<video>` to `num_frames * tokens_per_frame` (plus, with `frame_timestamps`, the duration and frame time labels).
+  Packing (grouping rows into one sequence) reads this column. For a record with `kept_turns == 0`, the tokens its
+  first exchange alone needs.
+- `total_tokens`, `media_tokens`: the whole conversation before any truncation, and its image and frame tokens
+  (time labels are text) (stats).
 
-Nothing is decoded: the template is rendered with one placeholder per media item and tokenized in batches, each
-placeholder token then counting for the tokens it expands to. Vision tokens count toward `max_length` like any other:
-this is where users of LLaVA-style trainers find their sequences silently cut.
+Nothing is decoded: the template is rendered with one placeholder per image and each `<video>` expanded by the
+processor's own `video_text` with one token per frame, tokenized in batches, each placeholder token then counting for
+the tokens it expands to. Time labels are written with zero times: their values need the media, but their token count
+does not, for a tokenizer that `time_label_problem` finds splitting every label alike (checked before counting).
+Vision tokens count toward `max_length` like any other: this is where users of LLaVA-style trainers find their
+sequences silently cut.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from framelm.training.data.loading import map_workers
 from framelm.training.data.sample import RecordProblem, Sample
 
 BATCH = 256  # records rendered and tokenized together
-LENGTH_RULE_VERSION = 1  # part of the cache key: bump when the rule changes
+LENGTH_RULE_VERSION = 2  # part of the cache key: bump when the rule changes
 LENGTH_FEATURES = {
     "kept_turns": datasets.Value("int32"),
     "num_tokens": datasets.Value("int64"),
@@ -49,6 +54,8 @@ def measure_lengths(
     video) and `max_length`: a second run, or another epoch, reads the columns back instead of counting again. A
     streamed dataset (`datasets.IterableDataset`) is measured lazily, batch by batch as it is read, by the same rule.
     """
+    if processor.frame_timestamps and (problem := time_label_problem(processor)):
+        raise ValueError(f"cannot count this processor's time labels exactly: {problem}")
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.map(
             _measure_batch,
@@ -101,16 +108,51 @@ def token_counts(processor, conversations: list[list[dict]]) -> tuple[list[int],
     would produce them, without loading any media."""
     if not conversations:
         return [], []
-    texts = processor.apply_chat_template(conversations, tokenize=False)
-    per_video = processor.num_frames * processor.tokens_per_frame
+    num_frames = processor.num_frames
+    video = processor.video_text(num_frames, [0.0] * num_frames, 0.0, tokens_per_frame=1)  # labels with zero times
+    texts = [
+        text.replace(processor.video_token, video)
+        for text in processor.apply_chat_template(conversations, tokenize=False)
+    ]
     image_id, video_id = processor.image_token_id, processor.video_token_id
     totals, medias = [], []
     for ids in _tokenize(processor.tokenizer, texts):
-        images, videos = ids.count(image_id), ids.count(video_id)
-        media = images * processor.tokens_per_image + videos * per_video
-        totals.append(len(ids) - images - videos + media)
+        images, frames = ids.count(image_id), ids.count(video_id)
+        media = images * processor.tokens_per_image + frames * processor.tokens_per_frame
+        totals.append(len(ids) - images - frames + media)
         medias.append(media)
     return totals, medias
+
+
+def time_label_problem(processor) -> str | None:
+    """Why the tokenizer would split time labels into more or fewer tokens depending on the time, or None.
+
+    The length rule counts labels written with zero times, which is exact only when every label takes as many tokens
+    as `00:00.0` does. Checked on every minute (00-99) with two second values, and on every second and tenth at
+    three minute values: the label's fields are separated by `:` and `.`, so this covers each field's digits and
+    each neighbouring pair of fields. Tokenizers that split digits one by one (Qwen, Llama 2, Mistral, Gemma) pass, as
+    do those whose vocabulary holds every two-digit group (Llama 3's holds all numbers up to 999); a BPE that merged
+    only some digit pairs fails (`tests/test_frame_timestamps.py` trains one of each kind)."""
+    seconds = sorted(
+        {60.0 * minute + second for minute in range(100) for second in (0.0, 59.9)}
+        | {
+            60.0 * minute + second + tenth / 10
+            for minute in (0, 59, 99)
+            for second in range(60)
+            for tenth in range(10)
+        }
+    )
+    labels = [processor.video_text(1, [value], value, tokens_per_frame=1) for value in seconds]
+    counts = [len(ids) for ids in processor.tokenizer(labels, add_special_tokens=False)["input_ids"]]
+    if len(set(counts)) == 1:
+        return None
+    shortest, longest = counts.index(min(counts)), counts.index(max(counts))
+    return (
+        f"its tokenizer splits time labels into {min(counts)} to {max(counts)} tokens ({labels[shortest]!r}: "
+        f"{counts[shortest]}, {labels[longest]!r}: {counts[longest]}), so the token budget could not be counted "
+        "without decoding every video; use an LM whose tokenizer splits digits evenly (most do: Qwen, Llama, "
+        "Mistral, Gemma), or leave frame timestamps off"
+    )
 
 
 def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
