@@ -1,9 +1,10 @@
-"""FrameLMCollator: normalized samples -> a padded batch with assistant-only labels, decoded in DataLoader workers.
+"""FrameLMCollator: normalized samples -> a padded or packed batch with assistant-only labels, in DataLoader workers.
 
 Media are decoded here (the collator runs inside the DataLoader workers), through the same
 `processor.apply_chat_template` that inference and `pipeline()` use, so training and serving cannot disagree. How
 much of each conversation fits `max_length` was decided once, before training (`data/budget.py`): the collator only
-keeps the `kept_turns` leading turns of each row.
+keeps the `kept_turns` leading turns of each row. Rows packed by `packing.pack_rows` (and every batch under
+`padding_free`) become padding-free batches (`packing.collate_packed`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import torch
 from framelm.processing.processing_framelm import FrameLMProcessor
 from framelm.training.batching import IGNORE_INDEX, PIXEL_KEYS, collate
 from framelm.training.data.sample import Sample
+from framelm.training.packing import PACKED_COLUMN, collate_packed
 
 
 @dataclass
 class FrameLMCollator:
     """Rows with the `SAMPLE_FEATURES` columns (and, after `measure_lengths`, `kept_turns`) -> `input_ids`,
-    `attention_mask`, `labels`, `pixel_values`, `pixel_values_videos`.
+    `attention_mask`, `labels`, `pixel_values`, `pixel_values_videos`; packed rows (a `samples` column, see
+    `packing.pack_rows`), or any rows with `padding_free=True`, -> `input_ids`, `labels`, `position_ids` and the
+    varlen attention arguments, without padding between samples and without `attention_mask`.
 
     Labels keep exactly the tokens inside the chat template's `{% generation %}` spans (assistant replies and their
     end-of-turn); the system prompt, user turns, media tokens and padding are -100. A row's `kept_turns` leading
@@ -30,11 +34,20 @@ class FrameLMCollator:
 
     processor: FrameLMProcessor
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False  # every batch becomes one row: its samples (or packed rows) one after the other
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        side = "left" if self.processor.tokenizer.padding_side == "left" else "right"
-        encoded = [self.encode(row) for row in rows]
-        return collate(encoded, self.processor.tokenizer.pad_token_id, side, self.pad_to_multiple_of)
+        pad_token_id = self.processor.tokenizer.pad_token_id
+        if PACKED_COLUMN in rows[0]:
+            packed = [[self.encode(sample) for sample in row[PACKED_COLUMN]] for row in rows]
+        elif self.padding_free:
+            packed = [[self.encode(row) for row in rows]]
+        else:
+            side = "left" if self.processor.tokenizer.padding_side == "left" else "right"
+            return collate([self.encode(row) for row in rows], pad_token_id, side, self.pad_to_multiple_of)
+        if self.padding_free:
+            packed = [[sample for row in packed for sample in row]]
+        return collate_packed(packed, pad_token_id, self.pad_to_multiple_of)
 
     def encode(self, row: dict) -> dict[str, torch.Tensor]:
         """One row -> unpadded `input_ids` and `labels` (1-D) plus its pixel tensors."""

@@ -18,28 +18,37 @@ from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import kept_turns, measure_lengths, too_long_problems
 from framelm.training.data.loading import load_samples
 from framelm.training.data.policy import apply_bad_record_policy, require_records
+from framelm.training.packing import BatchLayout
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class PreparedData:
-    train: datasets.Dataset  # SAMPLE_FEATURES + LENGTH_FEATURES, only records that can train
+    train: datasets.Dataset  # SAMPLE_FEATURES + LENGTH_FEATURES, only records that can train (or rows of them packed)
     eval: datasets.Dataset | None
     collator: FrameLMCollator
     skipped: int  # records left out under `--bad_records skip`
 
 
 def prepare_datasets(
-    data: DataArguments, processor, max_length: int | None, eval_dataset: str | None = None
+    data: DataArguments,
+    processor,
+    max_length: int | None,
+    eval_dataset: str | None = None,
+    layout: BatchLayout | None = None,
 ) -> PreparedData:
-    """`data.dataset` (and `eval_dataset`, read with the same options) as measured datasets and their collator."""
+    """`data.dataset` (and `eval_dataset`, read with the same options) as measured datasets (packed into rows if
+    `layout` says so) and their collator."""
     train, skipped = load_for_training(data, processor, max_length)
     evaluation = None
     if eval_dataset:
         evaluation, eval_skipped = load_for_training(replace(data, dataset=eval_dataset), processor, max_length)
         skipped += eval_skipped
-    return PreparedData(train=train, eval=evaluation, collator=FrameLMCollator(processor), skipped=skipped)
+    layout = layout or BatchLayout()
+    collator = FrameLMCollator(processor, layout.pad_to_multiple_of, layout.padding_free)
+    train, evaluation = layout.rows(train, max_length), layout.rows(evaluation, max_length, evaluation=True)
+    return PreparedData(train=train, eval=evaluation, collator=collator, skipped=skipped)
 
 
 def load_for_training(data: DataArguments, processor, max_length: int | None) -> tuple[datasets.Dataset, int]:

@@ -80,6 +80,7 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     `callbacks`: extra `transformers.TrainerCallback`s, for programmatic use (early stopping, custom logging)."""
     from framelm.training.data_prep import prepare_datasets
     from framelm.training.model_setup import load_model_and_processor, peft_config_for, set_stage
+    from framelm.training.packing import BatchLayout
     from framelm.training.run_record import write_run_record
     from framelm.training.trainer import FrameLMTrainer
 
@@ -90,7 +91,8 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     model, processor = load_model_and_processor(script_args, model_args)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
     with prepared_once(training_args):  # other ranks then read the Arrow cache
-        data = prepare_datasets(data_args, processor, training_args.max_length, script_args.eval_dataset)
+        layout = BatchLayout.from_args(training_args)  # packing, padding_free, pad_to_multiple_of
+        data = prepare_datasets(data_args, processor, training_args.max_length, script_args.eval_dataset, layout)
     trainer = FrameLMTrainer(
         model=model,
         args=training_args,

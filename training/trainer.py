@@ -1,35 +1,43 @@
-"""FrameLMTrainer: TRL's SFTTrainer plus the throughput and data-loss numbers a multimodal run needs in its logs."""
+"""FrameLMTrainer: TRL's SFTTrainer plus the throughput and data-loss numbers a multimodal run needs in its logs, and
+framelm's own packing in place of TRL's."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from trl import SFTTrainer
 
+from framelm.training.packing import count_samples_and_tokens
+
 
 class FrameLMTrainer(SFTTrainer):
     """Adds `samples_per_second`, `tokens_per_second`, `media_tokens_per_second` (summed over all ranks, between two
-    log lines) and `skipped_records` (left out by `--bad_records skip`) to every training log line."""
+    log lines) and `skipped_records` (left out by `--bad_records skip`) to every training log line. Samples and tokens
+    are real ones: a packed row counts its samples, padding counts for nothing.
+
+    `args.packing` and `args.padding_free` are framelm's to do (`packing.py`: `pack_rows` before training, the
+    collator for each batch); TRL's constructor must not see them, as its own padding-free path takes only its text
+    collator and refuses any other."""
 
     def __init__(self, *args, skipped_records: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
+        with _packing_left_to_framelm(kwargs["args"]):
+            super().__init__(*args, **kwargs)
         self.skipped_records = skipped_records
         self._throughput = torch.zeros(3, dtype=torch.float64)  # samples, tokens, media tokens since the last log
         self._throughput_since = time.perf_counter()
         processor = self.processing_class
         self._media_token_ids = torch.tensor([processor.image_token_id, processor.video_token_id])
+        self._pad_token_id = processor.tokenizer.pad_token_id
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.model.training:
             input_ids = inputs["input_ids"]
-            counts = torch.stack(
-                [
-                    torch.tensor(input_ids.shape[0], device=input_ids.device),
-                    inputs["attention_mask"].sum(),
-                    torch.isin(input_ids, self._media_token_ids.to(input_ids.device)).sum(),
-                ]
-            )
+            samples, tokens = count_samples_and_tokens(inputs, self._pad_token_id)
+            media = torch.isin(input_ids, self._media_token_ids.to(input_ids.device)).sum()
+            counts = torch.stack([samples, tokens, media])
             self._throughput += self.accelerator.gather_for_metrics(counts.unsqueeze(0)).sum(0).cpu().double()
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
@@ -48,3 +56,15 @@ class FrameLMTrainer(SFTTrainer):
             self._throughput.zero_()
             self._throughput_since = time.perf_counter()
         super().log(logs, start_time)
+
+
+@contextmanager
+def _packing_left_to_framelm(args) -> Iterator[None]:
+    """`args.packing` and `args.padding_free` off while TRL's constructor runs, as set again after it (the run record
+    and anyone reading `trainer.args` see what the user asked for)."""
+    asked = args.packing, args.padding_free
+    args.packing = args.padding_free = False
+    try:
+        yield
+    finally:
+        args.packing, args.padding_free = asked
