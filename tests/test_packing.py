@@ -1,6 +1,6 @@
 """Padding-free packing: the packer, the packed batch layout, and a packed row computing exactly what its samples
-compute one by one (logits, loss, gradients) on SDPA, eager and the flash-attention varlen path, with no token
-attending across a sample boundary."""
+compute one by one (logits, loss, gradients) on SDPA, eager, `sdpa_varlen` and the flash-attention varlen path, with
+no token attending across a sample boundary."""
 
 import re
 
@@ -21,8 +21,9 @@ from framelm.training.packing import (
     count_samples_and_tokens,
     pack_rows,
 )
+from framelm.training.varlen_attention import SDPA_VARLEN, attend_sample_by_sample
 
-ATTENTION = ("sdpa", "eager")
+ATTENTION = ("sdpa", "eager", SDPA_VARLEN)  # transformers' block-diagonal masks, and ours one sample at a time
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +341,17 @@ def test_packing_that_cannot_keep_samples_whole_is_refused(tiny_model_dir, tmp_p
                     str(tmp_path), *flags])  # fmt: skip
     assert exit.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_sdpa_varlen_replaces_sdpa_for_the_language_model_only_and_is_never_saved(tiny_model_dir, tmp_path):
+    from framelm.modeling import FrameLMForConditionalGeneration
+
+    model = FrameLMForConditionalGeneration.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    attend_sample_by_sample(model)
+    assert model.model.language_model.config._attn_implementation == SDPA_VARLEN
+    assert model.model.vision_tower.config._attn_implementation == "sdpa"  # the tower is no causal LM
+    model.save_pretrained(tmp_path / "saved")
+    assert SDPA_VARLEN not in (tmp_path / "saved" / "config.json").read_text()
+    eager = FrameLMForConditionalGeneration.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    attend_sample_by_sample(eager)
+    assert eager.model.language_model.config._attn_implementation == "eager"
