@@ -4,8 +4,8 @@ CPUs and for GPUs without flash-attn.
 On a packed row (`packing.py`), transformers' SDPA path builds a block-diagonal causal mask, which is correct, but the
 kernel then computes every masked block: a 4096-token row of ten samples costs about ten times the attention of its
 samples run one by one (measured on this 2-core CPU, one layer, forward + backward: 4.2 s against 0.39 s). This
-implementation takes the sample boundaries flash-attention takes (`cu_seq_lens_q`, or restarting `position_ids`) and
-runs transformers' own `sdpa_attention_forward` on each sample's span with `is_causal`; every other call (a padding
+implementation finds the samples where transformers' packed mask does (where `position_ids` restart) and runs
+transformers' own `sdpa_attention_forward` on each sample's span with `is_causal`; every other call (a padding
 mask, a KV cache, a non-causal tower) goes to that function unchanged. The model config does not save it: a trained
 model loads with the implementation its user picks.
 """
@@ -41,7 +41,7 @@ def sdpa_varlen_attention_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
     batch, _, length, _ = query.shape
     rows = []
-    for row, bounds in enumerate(_sample_bounds(batch, length, kwargs)):
+    for row, bounds in enumerate(_sample_bounds(batch, length, kwargs.get("position_ids"))):
         spans = [
             sdpa_attention_forward(module, *(x[row : row + 1, :, start:end] for x in (query, key, value)), None,
                                    dropout, scaling, is_causal=True)[0]
@@ -51,20 +51,14 @@ def sdpa_varlen_attention_forward(
     return torch.cat(rows), None
 
 
-def _sample_bounds(batch: int, length: int, kwargs: dict) -> list[list[int]]:
-    """Where each sample starts in each row, and the row's end: from `cu_seq_lens_q` over the flattened batch (as
-    flash-attention reads it), else from where `position_ids` do not go up by one (as transformers' packed mask
-    does), else one sample per row."""
-    cu_seq_lens, position_ids = kwargs.get("cu_seq_lens_q"), kwargs.get("position_ids")
-    if cu_seq_lens is not None:
-        starts = set(cu_seq_lens.tolist())
-    elif position_ids is not None:
-        flat = position_ids.expand(batch, length).reshape(-1)
-        starts = {0, *(torch.nonzero(flat[1:] - flat[:-1] != 1).flatten() + 1).tolist()}
-    else:
-        starts = set()
-    return [sorted({0, length} | {s - row * length for s in starts if row * length < s < (row + 1) * length})
-            for row in range(batch)]  # fmt: skip
+def _sample_bounds(batch: int, length: int, position_ids: torch.Tensor | None) -> list[list[int]]:
+    """Where each sample starts in each row, and the row's end: where `position_ids` do not go up by one, the rule of
+    transformers' packed mask (one sample per row without them). Position ids, not `cu_seq_lens`: they stay right
+    when accelerate splits a batch between processes along its rows."""
+    if position_ids is None:
+        return [[0, length]] * batch
+    steps = position_ids.expand(batch, length).diff(dim=-1) != 1  # (B, L - 1)
+    return [[0, *(torch.nonzero(row).flatten() + 1).tolist(), length] for row in steps]
 
 
 def _sdpa_varlen_mask(*args, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor | None:
