@@ -92,6 +92,7 @@ def test_packed_and_padding_free_runs_train_on_the_padded_loss(tiny_model_dir, l
                               "--eval_dataset", str(llava_data), "--stage", "all"))  # fmt: skip
     packing = layout[0] == "--packing"
     assert (trainer.args.packing, trainer.args.padding_free) == (packing, not packing)
+    assert trainer.model.config.get_text_config()._attn_implementation == "sdpa_varlen"
     hyper = json.loads((out / "framelm_run.json").read_text())["hyperparameters"]
     assert (hyper["packing"], hyper["padding_free"]) == (packing, not packing)
     if packing:  # 6 records of 20-100 tokens in rows of at most 160
@@ -207,10 +208,20 @@ def test_num_frames_given_to_train_is_saved_with_the_model_and_exported(tmp_path
     assert json.loads((hub / "processor_config.json").read_text())["num_frames"] == 2
 
 
-def test_the_quick_demo_learns(tmp_path):
-    assert cli(["demo", "--out", str(tmp_path / "demo"), "--quick"]) == 0
-    metrics = json.loads((tmp_path / "demo" / "demo_metrics.json").read_text())
+def test_the_quick_demo_learns_and_a_second_run_gives_the_same_metrics(tmp_path):
+    """Same seed, same machine: the same data bytes (libx264 without its lookahead, see demo/data.py), the same
+    batches and the same arithmetic, so the same weights and metrics, to the last bit."""
+    runs = {}
+    for name in ("demo", "again"):
+        assert cli(["demo", "--out", str(tmp_path / name), "--quick"]) == 0
+        runs[name] = json.loads((tmp_path / name / "demo_metrics.json").read_text())
+    metrics = runs["demo"]
+    reproduced = ("before", "after", "first_loss", "last_loss", "steps")
+    assert {key: runs["again"][key] for key in reproduced} == {key: metrics[key] for key in reproduced}
+    weights = [load_file(tmp_path / name / "model.safetensors") for name in runs]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert set(metrics) >= {"before", "after", "seconds"}
+    assert set(metrics["phases"]) == {"drawing", "evaluation", "training"}
     assert metrics["last_loss"] < 0.5 * metrics["first_loss"]  # loss falls clearly
     chance = {"colour": 0.25, "shape": 0.25, "motion": 0.25, "compare": 0.5}
     assert metrics["after"]["colour"] > 2 * chance["colour"]  # above chance on a question that needs the pixels

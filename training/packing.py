@@ -10,8 +10,8 @@ How a packed row keeps its samples apart, on every attention implementation (tra
   builds no cache for a batch without mask but with position ids, and TRL passes `use_cache=False` in training.
 - flash-attention (varlen): `cu_seq_lens_q/k` and `max_length_q/k`, computed here on the CPU over the flattened batch,
   go to `flash_attn_varlen_func` (from `position_ids` alone, transformers derives them only for a single row).
-- `sdpa_varlen` (`varlen_attention.py`), which `framelm train` puts in place of SDPA when it packs: the same
-  boundaries, one SDPA call per sample, so that no masked block is computed.
+- `sdpa_varlen` (`varlen_attention.py`), which `framelm train` puts in place of SDPA when it packs: the boundaries of
+  transformers' packed mask, one SDPA call per sample, so that no masked block is computed.
 - The vision tower sees the batch's images and frames in order of appearance, row after row: the same tensors, in the
   same order, as the unpacked batch, scattered into the same placeholder tokens.
 - Labels keep the assistant-only rule of each sample; the first token of each sample is -100, so the last token of
