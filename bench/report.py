@@ -17,7 +17,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR  # noqa: E402
 
-ORDER = ("frame_sampling", "preprocessing", "train_step", "generation", "data_scale", "loader", "import_memory")
+ORDER = (
+    "frame_sampling",
+    "preprocessing",
+    "train_step",
+    "packing",
+    "generation",
+    "data_scale",
+    "loader",
+    "import_memory",
+)
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

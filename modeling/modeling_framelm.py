@@ -216,6 +216,11 @@ class FrameLMModel(FrameLMPreTrainedModel):
             raise ValueError("pixel inputs need input_ids to find the <image>/<video> positions; got inputs_embeds")
         if not has_media and self._needs_blank_media_pass(cache):
             inputs_embeds = inputs_embeds + self._zero_media_contribution(inputs_embeds)
+        if use_cache is None and attention_mask is None and position_ids is not None and cache is None:
+            # Position ids without a mask may pack several samples per row (restarting at each). transformers keeps
+            # them apart (a block-diagonal mask) only without a KV cache, and the LM creates one whenever use_cache
+            # is on, its config default: unasked, such a batch builds no cache.
+            use_cache = False
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

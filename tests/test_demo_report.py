@@ -26,6 +26,14 @@ def test_render_compares_each_type_with_its_target():
     assert lines[-1] == "full run: 7,300 training records, 2,061 steps, loss 5.123 -> 0.041, 636 s in all."
 
 
+def test_render_gives_the_time_of_each_phase_and_the_load_it_ran_under():
+    timed = METRICS | {"phases": {"drawing": 21.44, "evaluation": 9.6, "training": 200.2}, "load_average": 0.43}
+    assert render(timed).splitlines()[-1] == (
+        "full run: 7,300 training records, 2,061 steps, loss 5.123 -> 0.041, 636 s in all "
+        "(drawing 21 s, evaluation 10 s, training 200 s), load average 0.4 at the start."
+    )
+
+
 def test_write_replaces_only_the_text_between_the_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")

@@ -98,6 +98,25 @@ def test_deepspeed_trains_and_evaluates_like_ddp_with_a_text_only_rank(runs, tin
     assert loaded["unchanged"] == [] and loaded["missing"] == []  # stage all: every tensor trained, tower included
 
 
+def test_a_packed_zero3_run_trains_like_the_unpacked_ddp_run(runs, tiny_model_dir, two_records, tmp_path_factory):
+    """The two records twice, packed at max_length 128: each of the two rows holds the video (~86 tokens) and the
+    text (~20), as two videos do not fit; one row per rank. A step then sees the video and the text twice, which
+    leaves the loss (a mean over label tokens) and its gradient those of the DDP run's step: the losses must match.
+    Evaluation stays unpacked (`--eval_packing false`) and matches too."""
+    four = two_records.with_name("four.jsonl")
+    lines = two_records.read_text().splitlines()
+    four.write_text("\n".join(lines[:2] * 2) + "\n")
+    out = tmp_path_factory.mktemp("zero3-packed")
+    framelm_train("zero3", tiny_model_dir, four, out, "--packing", "true", "--max_length", "128",
+                  "--eval_packing", "false")  # fmt: skip
+    hyper = json.loads((out / "framelm_run.json").read_text())["hyperparameters"]
+    assert (hyper["distributed_type"], hyper["packing"], hyper["global_steps"]) == ("DEEPSPEED", True, STEPS)
+    reference, _ = runs("ddp")
+    for key in ("loss", "eval_loss"):
+        assert len(logged(out, key)) == STEPS
+        assert logged(out, key) == pytest.approx(logged(reference, key), rel=1e-4), key
+
+
 def load_without_framelm(folder: Path, initial: Path) -> dict:
     """Load `folder` with AutoModelForImageTextToText where framelm cannot be imported; say which of the `initial`
     tensors it lacks or holds unchanged."""

@@ -69,6 +69,24 @@ class FrameLMSFTConfig(SFTConfig):
     # every trainable parameter gets a gradient in every batch (text-only batches included, see FrameLMModel), so
     # DDP need not search the graph for unused parameters on each step (transformers turns that search on by default)
     ddp_find_unused_parameters: bool | None = False
+    # TRL's packing fields, done by framelm for multimodal samples (training/packing.py): the same names and defaults,
+    # help that says what they do here
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack whole samples, media included, into rows of up to max_length tokens (best fit decreasing "
+            "on the measured token counts; never split across rows). per_device_train_batch_size then counts rows. "
+            "Each sample keeps its own position ids and attends only to itself (SDPA, eager, flash-attention)."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Flatten each batch (its samples, or its packed rows) into one row without padding. Best with "
+            "flash-attention; with SDPA or eager, attention then spans the whole flattened row, so --packing alone "
+            "(rows of max_length) is usually faster there."
+        },
+    )
 
     def __post_init__(self):
         # TRL turns bf16 on by default, which transformers refuses on a machine without a bf16 accelerator; use it
@@ -80,6 +98,13 @@ class FrameLMSFTConfig(SFTConfig):
         super().__post_init__()
         if self.resume_from_checkpoint is not None:  # a string to transformers: "true" would be a folder name
             self.resume_from_checkpoint = checkpoint_to_resume(self.resume_from_checkpoint, self.output_dir)
+        if (self.packing or self.eval_packing) and self.packing_strategy != "bfd":
+            raise ValueError(
+                f"--packing_strategy {self.packing_strategy!r} cuts samples across rows, which would part media "
+                "tokens from their pixels and replies from their questions; framelm packs whole samples: use bfd"
+            )
+        if (self.packing or self.eval_packing) and self.max_length is None:
+            raise ValueError("--packing fills rows up to max_length: set --max_length (e.g. 4096)")
 
 
 def checkpoint_to_resume(value, output_dir: str | None) -> str | None:

@@ -40,15 +40,17 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Examples with 1-D `input_ids` (and `labels`, padded with IGNORE_INDEX) plus pixel tensors -> a batch.
 
-    The pixel tensors of all examples are concatenated in order: the model scatters them into the placeholder
-    positions of the whole batch in order of appearance.
+    The pixel tensors of all examples are concatenated in order (`media_of`): the model scatters them into the
+    placeholder positions of the whole batch in order of appearance.
     """
     input_ids, mask = pad_sequences([e["input_ids"] for e in examples], pad_token_id, side, pad_to_multiple_of)
     batch = {"input_ids": input_ids, "attention_mask": mask}
     if "labels" in examples[0]:
         batch["labels"] = pad_sequences([e["labels"] for e in examples], IGNORE_INDEX, side, pad_to_multiple_of)[0]
-    for key in PIXEL_KEYS:
-        tensors = [e[key] for e in examples if key in e]
-        if tensors:
-            batch[key] = torch.cat(tensors)
-    return batch
+    return batch | media_of(examples)
+
+
+def media_of(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The pixel tensors of all examples, concatenated in order (the order the model fills placeholders in)."""
+    joined = {key: [e[key] for e in examples if key in e] for key in PIXEL_KEYS}
+    return {key: torch.cat(tensors) for key, tensors in joined.items() if tensors}

@@ -30,6 +30,7 @@ from framelm.training.data.policy import BadRecordsError, apply_bad_record_polic
 from framelm.training.data.shards import split_records
 from framelm.training.data.sources import is_shards
 from framelm.training.data.streaming import PolicyGate, stream_samples
+from framelm.training.packing import BatchLayout
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +46,20 @@ class PreparedData:
 
 
 def prepare_datasets(
-    data: DataArguments, processor, max_length: int | None, eval_dataset: str | None = None, seed: int = 0
+    data: DataArguments,
+    processor,
+    max_length: int | None,
+    eval_dataset: str | None = None,
+    layout: BatchLayout | None = None,
 ) -> PreparedData:
-    """`data.dataset` (and `eval_dataset`, read with the same options) as measured datasets and their collator;
-    `data.val_size` carves the evaluation records out of the training ones instead. `seed` orders a stream."""
+    """`data.dataset` (and `eval_dataset`, read with the same options) as measured datasets (packed into rows if
+    `layout` says so) and their collator; `data.val_size` carves the evaluation records out of the training ones
+    instead. A stream is shuffled with `layout.seed`."""
+    layout = layout or BatchLayout()
     if data.val_size and eval_dataset:
         raise ValueError("--val_size and --eval_dataset both give the evaluation records: pass one of them")
     if streams(data):
-        return _prepare_stream(data, processor, max_length, eval_dataset, seed)
+        return _prepare_stream(data, processor, max_length, eval_dataset, layout)
     train, skipped = load_for_training(data, processor, max_length)
     evaluation = None
     if eval_dataset:
@@ -60,7 +67,8 @@ def prepare_datasets(
         skipped += eval_skipped
     elif data.val_size:
         train, evaluation = hold_out(train, data.val_size, data.sampling_seed)
-    collator = FrameLMCollator(processor, bad_records=data.bad_records)
+    collator = layout.collator(processor, data.bad_records)
+    train, evaluation = layout.rows(train, max_length), layout.rows(evaluation, max_length, evaluation=True)
     return PreparedData(train=train, eval=evaluation, collator=collator, skipped=skipped)
 
 
@@ -99,22 +107,28 @@ def streams(data: DataArguments) -> bool:
 
 
 def _prepare_stream(
-    data: DataArguments, processor, max_length: int | None, eval_dataset: str | None, seed: int
+    data: DataArguments, processor, max_length: int | None, eval_dataset: str | None, layout: BatchLayout
 ) -> PreparedData:
+    if layout.packing or layout.eval_packing:
+        raise ValueError(
+            "--packing sorts all the records by length before training, which a stream (WebDataset shards, "
+            "--streaming) cannot do: pass --padding_free true instead (each batch one row without padding), or "
+            "train from the records in the Arrow cache (a data file, not shards, without --streaming)"
+        )
     if data.val_size:
         raise ValueError(
             "--val_size needs the records in the Arrow cache, not a stream; give the evaluation records with "
             "--eval_dataset (`framelm data convert` writes a val split: --eval_dataset SHARDS/val-*.tar)"
         )
-    train = stream_for_training(data, processor, max_length, seed=seed)
+    train = stream_for_training(data, processor, max_length, seed=layout.seed)
     evaluation = None
     if eval_dataset:
         evaluation = stream_for_training(replace(data, dataset=eval_dataset), processor, max_length)
     records = split_records(data.dataset, data.dataset_split)
     if records is not None and data.max_samples:
         records = min(records, data.max_samples)
-    collator = FrameLMCollator(processor, bad_records=data.bad_records)
-    return PreparedData(train=train, eval=evaluation, collator=collator, skipped=0, streamed=True, records=records)
+    return PreparedData(train=train, eval=evaluation, collator=layout.collator(processor, data.bad_records), skipped=0,
+                        streamed=True, records=records)  # fmt: skip
 
 
 def stream_for_training(

@@ -9,8 +9,8 @@ from pathlib import Path
 RUN_RECORD = "framelm_run.json"
 CARD_HYPERPARAMETERS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "bf16", "activation_checkpointing",
-    "seed",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "packing", "padding_free", "bf16",
+    "activation_checkpointing", "seed",
 )  # fmt: skip
 
 

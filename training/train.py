@@ -80,8 +80,10 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     `callbacks`: extra `transformers.TrainerCallback`s, for programmatic use (early stopping, custom logging)."""
     from framelm.training.data_prep import configure_for_stream, prepare_datasets
     from framelm.training.model_setup import load_model_and_processor, peft_config_for, set_stage
+    from framelm.training.packing import BatchLayout
     from framelm.training.run_record import write_run_record
     from framelm.training.trainer import FrameLMTrainer
+    from framelm.training.varlen_attention import attend_sample_by_sample
 
     logging.basicConfig(
         level=process_log_level(training_args), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -89,10 +91,11 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     share_cores_with_workers(training_args.dataloader_num_workers)
     model, processor = load_model_and_processor(script_args, model_args)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
+    layout = BatchLayout.from_args(training_args)  # packing, padding_free, pad_to_multiple_of
+    if layout.packs:
+        attend_sample_by_sample(model)
     with prepared_once(training_args):  # other ranks then read the Arrow cache
-        data = prepare_datasets(
-            data_args, processor, training_args.max_length, script_args.eval_dataset, seed=training_args.seed
-        )
+        data = prepare_datasets(data_args, processor, training_args.max_length, script_args.eval_dataset, layout)
     if data.streamed:
         configure_for_stream(training_args, data.records)
     trainer = FrameLMTrainer(

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -25,7 +28,7 @@ EVAL_PER_TYPE = {"full": 100, "quick": 24}
 # model sizes of the demo (tiny.py's defaults are smaller still, for unit tests); with only two tower layers, the
 # last one's features are the ones worth reading
 DEMO_MODEL = {"vision_hidden_size": 64, "text_hidden_size": 128, "num_layers": 2, "num_frames": 4,
-              "vision_feature_layer": -1}  # fmt: skip
+              "vision_feature_layer": -1, "video_pooling_stride": 2}  # fmt: skip
 TARGETS = {"colour": 0.95, "shape": 0.95, "motion": 0.85, "compare": 0.85}
 
 
@@ -83,12 +86,15 @@ def main(argv: list[str]) -> int:
     from framelm.training.tiny import build_tiny_framelm
     from framelm.training.train import parse_args, run
 
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    phases = PhaseTimer()
     out = Path(args.out)
     mode = "quick" if args.quick else "full"
     counts = QUICK_COUNTS if args.quick else FULL_COUNTS
-    train_file = write_split(out / "data" / "train", counts, seed=args.seed)
-    eval_file = write_split(out / "data" / "eval", dict.fromkeys(TARGETS, EVAL_PER_TYPE[mode]), seed=args.seed + 1)
+    with phases("drawing"):
+        train_file = write_split(out / "data" / "train", counts, seed=args.seed)
+        eval_counts = dict.fromkeys(TARGETS, EVAL_PER_TYPE[mode])
+        eval_file = write_split(out / "data" / "eval", eval_counts, seed=args.seed + 1)
     eval_records = [json.loads(line) for line in eval_file.read_text().splitlines()]
 
     set_seed(args.seed)
@@ -98,33 +104,54 @@ def main(argv: list[str]) -> int:
 
     model = FrameLMForConditionalGeneration.from_pretrained(out / "init")
     processor = FrameLMProcessor.from_pretrained(out / "init")
-    before = evaluate(model, processor, eval_records, eval_file.parent)
+    with phases("evaluation"):
+        before = evaluate(model, processor, eval_records, eval_file.parent)
     print(f"held-out accuracy before training: {before}")
 
     recipe = resources.files("framelm.training") / "recipes" / "demo.yaml"
     overrides = ["--config", str(recipe), "--model_name_or_path", str(out / "init"), "--dataset", str(train_file),
                  "--output_dir", str(out / "run"), "--seed", str(args.seed)]  # fmt: skip
     if args.quick:
-        overrides += ["--num_train_epochs", "3", "--per_device_train_batch_size", "16"]
+        overrides += ["--num_train_epochs", "3", "--per_device_train_batch_size", "3"]  # rows of ~5 records
     if args.max_steps:
         overrides += ["--max_steps", str(args.max_steps)]
-    trainer = run(*parse_args(overrides))
+    with phases("training"):
+        trainer = run(*parse_args(overrides))
 
     model = trainer.model
-    after = evaluate(model, processor, eval_records, eval_file.parent)
+    with phases("evaluation"):
+        after = evaluate(model, processor, eval_records, eval_file.parent)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {"before": before, "after": after, "seconds": round(time.perf_counter() - start, 1), "mode": mode,
                "train_records": sum(counts.values()), "steps": trainer.state.global_step,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "targets": TARGETS, "machine": env_report()}  # fmt: skip
+               "targets": TARGETS, "phases": phases.seconds, "load_average": load,
+               "machine": env_report()}  # fmt: skip
     save_framelm(model, processor, out)
     (out / "demo_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(_table(before, after))
-    print(f"{metrics['steps']} steps in {metrics['seconds']} s; model saved to {out}, metrics in demo_metrics.json")
+    split = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.seconds.items())
+    print(f"{metrics['steps']} steps in {metrics['seconds']} s ({split}); model saved to {out}, metrics in "
+          "demo_metrics.json")  # fmt: skip
     if args.write_readme:
         write_readme(metrics, args.write_readme)
         print(f"demo table written to {args.write_readme}")
     return 0
+
+
+class PhaseTimer:
+    """Seconds spent in each named phase of the run (a phase may be entered more than once)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - began, 1)
 
 
 def _table(before: dict, after: dict) -> str:

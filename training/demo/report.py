@@ -28,6 +28,10 @@ def render(metrics: dict) -> str:
         f"{metrics['mode']} run: {metrics['train_records']:,} training records, {metrics['steps']:,} steps, loss "
         f"{metrics['first_loss']:.3f} -> {metrics['last_loss']:.3f}, {metrics['seconds']:,.0f} s in all"
     )
+    if metrics.get("phases"):
+        facts += " (" + ", ".join(f"{name} {seconds:,.0f} s" for name, seconds in metrics["phases"].items()) + ")"
+    if metrics.get("load_average") is not None:
+        facts += f", load average {metrics['load_average']:.1f} at the start"
     machine = metrics.get("machine")
     if machine:
         versions = ", ".join(f"{name} {machine[name]}" for name in ("torch", "transformers", "trl") if name in machine)
