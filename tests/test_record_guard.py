@@ -93,3 +93,17 @@ def test_skip_trains_past_a_corrupt_video_with_two_workers_and_strict_stops_nami
     assert main([*argv, "--output_dir", str(tmp_path / "strict")]) == 1
     err = capsys.readouterr().err
     assert f"framelm train: {llava_data}:7 (id=broken): cannot decode video {tmp_path / 'broken.mp4'}" in err
+
+
+def test_skip_inside_packed_rows_drops_only_the_bad_samples(tiny_processor, rows):
+    from framelm.training.packing import PACKED_COLUMN
+
+    collator = FrameLMCollator(tiny_processor, bad_records="skip")
+    batch = collator([{PACKED_COLUMN: [rows[0], rows[1], rows[2]]}, {PACKED_COLUMN: [rows[3], rows[4]]}])
+    expected = FrameLMCollator(tiny_processor)([{PACKED_COLUMN: [rows[0], rows[2]]}])
+    width = expected["input_ids"].shape[1]
+    assert torch.equal(batch["input_ids"][0, :width], expected["input_ids"][0])  # row 1: the good samples, packed
+    assert batch["labels"][1].eq(IGNORE_INDEX).all()  # row 2 lost both samples: nothing to learn in it
+    assert batch[SKIPPED_KEY].tolist() == [3, 0]
+    flat = FrameLMCollator(tiny_processor, padding_free=True, bad_records="skip")(rows[:3])
+    assert torch.equal(flat["input_ids"], expected["input_ids"]) and flat[SKIPPED_KEY].tolist() == [1]

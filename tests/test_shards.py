@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import shutil
 import sys
@@ -225,6 +226,19 @@ def test_shards_without_a_usable_record_say_so(tmp_path, llava_media, tiny_proce
     data = DataArguments(dataset=str(tmp_path / "wds"), bad_records="skip")
     with pytest.raises(BadRecordsError, match=r"wds: no usable record in the stream .*`framelm data validate .*wds`"):
         prepare_datasets(data, tiny_processor, max_length=8)  # no record's first exchange fits 8 tokens
+
+
+def test_shards_are_never_packed_but_may_train_padding_free(tmp_path, llava_media, tiny_processor):
+    from framelm.training.data_prep import prepare_datasets
+    from framelm.training.packing import BatchLayout
+
+    assert convert(llava_media, tmp_path / "wds") == 0
+    data = DataArguments(dataset=str(tmp_path / "wds"))
+    with pytest.raises(ValueError, match=r"--packing sorts all the records .*pass --padding_free true instead"):
+        prepare_datasets(data, tiny_processor, 512, layout=BatchLayout(packing=True))
+    prepared = prepare_datasets(data, tiny_processor, 512, layout=BatchLayout(padding_free=True))
+    batch = prepared.collator(list(itertools.islice(prepared.train, 3)))
+    assert batch["input_ids"].shape[0] == 1 and int((batch["position_ids"] == 0).sum()) >= 3  # three samples, one row
 
 
 def test_configure_for_stream_counts_steps_from_the_manifest(tmp_path, llava_media):
