@@ -1,4 +1,5 @@
-"""Render the latest full-run results (`bench/results/<name>.json`) as the table in `bench/README.md`.
+"""Render the latest full-run results (`bench/results/<name>.json`, else a labelled `<name>.quick.json`) as the table
+in `bench/README.md`.
 
     python bench/report.py            # print the table
     python bench/report.py --write    # replace the table between the markers in bench/README.md
@@ -24,6 +25,7 @@ ORDER = (
     "packing",
     "generation",
     "data_scale",
+    "data_scale.shards",
     "loader",
     "import_memory",
 )
@@ -40,11 +42,14 @@ def _measured(value) -> str:
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:
-    """One row per target of every full (non-quick) run, then the machine each run was measured on."""
+    """One row per target of every full run (of its --quick run, labelled so, when no full run was made), then the
+    machine each run was measured on."""
     rows = ["| bench | target | measured | met |", "|---|---|---|---|"]
     machines = []
     for name in ORDER:
-        path = results_dir / f"{name}.json"
+        path, label = results_dir / f"{name}.json", name
+        if not path.exists() and (results_dir / f"{name}.quick.json").exists():  # only a --quick run was made
+            path, label = results_dir / f"{name}.quick.json", f"{name} (--quick run)"
         if not path.exists():
             rows.append(f"| {name} | - | not run yet | - |")
             continue
@@ -54,11 +59,11 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
                 continue
             worst = f" (worst: {entry['worst_case']})" if entry.get("worst_case") else ""
             met = "yes" if entry.get("met") else "**no**"
-            rows.append(f"| {name} | {key}: {entry['target']} | {_measured(entry['measured'])}{worst} | {met} |")
+            rows.append(f"| {label} | {key}: {entry['target']} | {_measured(entry['measured'])}{worst} | {met} |")
         machine = result["machine"]
         versions = ", ".join(f"{lib} {version}" for lib, version in machine["versions"].items() if version)
         device = machine.get("accelerator") or f"{machine['processor']}, {machine['cores']} cores"
-        machines.append(f"- `{name}`: {machine['date']}, {device}, Python {machine['python']}; {versions}")
+        machines.append(f"- `{label}`: {machine['date']}, {device}, Python {machine['python']}; {versions}")
     return "\n".join(rows) + "\n\nMeasured on:\n\n" + "\n".join(machines) + "\n"
 
 

@@ -93,7 +93,7 @@ def _moving(rng: random.Random, colour: str | None = None) -> tuple[np.ndarray, 
     mean the opposite)."""
     shape, direction = rng.choice(SHAPES), rng.choice(list(DIRECTIONS))
     colour = colour or rng.choice(list(COLOURS))
-    radius = rng.uniform(8, 10)
+    radius = rng.uniform(12, 14)  # a quarter of the frame across: at 32 pixels the shape still spans tower patches
     dx, dy = DIRECTIONS[direction]
     start, end = radius + 2 + rng.uniform(0, 4), SIZE - radius - 2 - rng.uniform(0, 4)  # along the motion
     across = rng.uniform(radius + 2, SIZE - radius - 2)  # perpendicular to it
