@@ -19,12 +19,13 @@ from __future__ import annotations
 import glob
 import os
 import posixpath
-import re
 from typing import TYPE_CHECKING
 
 import datasets
 import fsspec
 import numpy as np
+
+from framelm.training.hub.card import is_hub_id
 
 if TYPE_CHECKING:
     from framelm.training.data.arguments import DataArguments
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 SHARD_MANIFEST = "framelm_shards.json"  # written by `framelm data convert --to webdataset` beside its shards
 JSON_SUFFIXES = (".json", ".jsonl")
 TABLE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
-_HUB_ID = re.compile(r"^([\w-][\w.-]*/[\w.-]+|[\w-]+)$")  # "org/name" or a dotless "name" (no "file.txt")
 
 
 def is_shards(path: str) -> bool:
@@ -50,7 +50,7 @@ def is_saved_dataset(path: str) -> bool:
 def is_dataset_reference(path: str) -> bool:
     """A path read by `datasets` as a whole dataset rather than as one data file: a folder or a Hub id."""
     path = str(path)
-    return os.path.isdir(path) or (not os.path.exists(path) and "://" not in path and bool(_HUB_ID.match(path)))
+    return os.path.isdir(path) or (not os.path.exists(path) and "://" not in path and is_hub_id(path))
 
 
 def folder_of(path: str) -> str:
@@ -72,9 +72,8 @@ def resolve_entry_path(json_path: str, root: str) -> str:
     if "://" in json_path or os.path.isabs(json_path):
         return json_path
     local = os.path.join(root, json_path) if "://" not in root else f"{root.rstrip('/')}/{json_path}"
-    if "://" not in root and not os.path.exists(local) and _HUB_ID.match(json_path):
-        if not json_path.lower().endswith((*JSON_SUFFIXES, *TABLE_BUILDERS)):
-            return json_path  # "org/name": a Hub dataset id
+    if "://" not in root and not os.path.exists(local) and is_hub_id(json_path):
+        return json_path  # "org/name": a Hub dataset id
     return local
 
 
