@@ -8,6 +8,7 @@ import base64
 import glob
 import io
 import json
+import time
 from dataclasses import replace
 
 import datasets
@@ -21,6 +22,7 @@ from framelm.training.collator import FrameLMCollator
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.cli import main as data_main
 from framelm.training.data.loading import load_samples
+from framelm.training.data.mixture import load_mixture
 from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Media, Sample, Turn
 from framelm.training.data.validate import validate
@@ -332,3 +334,24 @@ def test_embedded_images_convert_into_shards_as_their_own_bytes(tmp_path, trl_da
     capsys.readouterr()
     assert data_main(["stats", str(out), "--model", str(tiny_model_dir)]) == 0
     assert "8 records" in capsys.readouterr().out
+
+
+def test_a_mixture_yaml_on_http_is_fetched_within_a_total_deadline(tmp_path, trl_dataset, monkeypatch):
+    from support.media_server import serve_media
+
+    from framelm.processing.sources_framelm import FetchLimits
+    from framelm.training.data import mixture
+    from framelm.training.data.mixture import MixtureError
+
+    source(tmp_path, "save_to_disk", trl_dataset)
+    entries = yaml.safe_dump([{"name": "saved", "json_path": str(tmp_path / "saved"), "sampling_strategy": "first:2"}])
+    monkeypatch.setattr(mixture, "MIXTURE_FETCH", FetchLimits(timeout=2.0, max_bytes=1 << 20))
+    with serve_media({"/mix.yaml": entries.encode()}) as server:
+        loaded = load_samples(DataArguments(dataset=server.url("/mix.yaml"), cache_dir=str(tmp_path / "cache")))
+        assert loaded.total == 2 and set(loaded.dataset["source"]) == {"saved"}
+        started = time.monotonic()
+        with pytest.raises(MixtureError, match=r"/silent: cannot fetch the mixture file: .*did not finish within 2 s"):
+            load_mixture(server.url("/silent"))
+        assert time.monotonic() - started < 6  # the deadline, not the server, ends the wait
+        with pytest.raises(MixtureError, match=r"/missing.yaml: no such mixture file"):
+            load_mixture(server.url("/missing.yaml"))

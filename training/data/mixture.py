@@ -34,7 +34,7 @@ import fsspec
 import numpy as np
 import yaml
 
-from framelm.processing.sources_framelm import install_hint
+from framelm.processing.sources_framelm import FetchLimits, fetch_bytes, install_hint, is_remote
 from framelm.training.data.formats import FORMATS
 from framelm.training.data.formats.shown import short_repr
 from framelm.training.data.policy import DataError
@@ -47,6 +47,7 @@ from framelm.training.data.sources import (
 )
 
 PREPROCESS_FNS: dict[str, Callable] = {}
+MIXTURE_FETCH = FetchLimits(timeout=60.0, max_bytes=16 << 20)  # a remote mixture YAML: a small text file
 STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
 DATA_SUFFIXES = (*JSON_SUFFIXES, *TABLE_BUILDERS)
 
@@ -228,12 +229,16 @@ def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
 
 def _read_yaml(path: str):
     try:
-        with fsspec.open(path, "rt", encoding="utf-8") as f:  # a local file or any fsspec URL
+        if is_remote(path):  # fetched whole within a total deadline and a size limit, like remote media
+            return yaml.safe_load(fetch_bytes(path, MIXTURE_FETCH).decode("utf-8"))
+        with fsspec.open(path, "rt", encoding="utf-8") as f:  # a local path or file:// URL
             return yaml.safe_load(f)
     except FileNotFoundError:
         raise MixtureError(f"{path}: no such mixture file") from None
     except UnicodeDecodeError as err:
         raise MixtureError(f"{path}: not UTF-8 text (byte {err.start}); a mixture is a YAML text file") from None
+    except (TimeoutError, OSError, ImportError, ValueError) as err:  # too slow or large, unreachable, no backend
+        raise MixtureError(f"{path}: cannot fetch the mixture file: {err}") from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
