@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, flushed to disk, then renamed."""
+def write_text_atomically(path: str | Path, text: str, errors: str = "strict") -> None:
+    """Write `text` to `path` through a temporary file in the same folder, flushed to disk, then renamed; `errors`
+    as for `open` (how characters UTF-8 cannot encode, such as lone surrogates, are written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with open(tmp, "w", encoding="utf-8", errors=errors) as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

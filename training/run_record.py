@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from framelm.training.atomic_write import write_text_atomically
+
 RUN_RECORD = "framelm_run.json"
 CARD_HYPERPARAMETERS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_steps",
@@ -36,7 +38,7 @@ def write_run_record(
         "final_train_loss": losses[-1] if losses else None,
     }
     path = Path(output_dir) / RUN_RECORD
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from framelm.training.atomic_write import write_text_atomically
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import measure_lengths, too_long_problems, truncation_counts
 from framelm.training.data.embedded import check_embedded, embedded_positions
@@ -89,9 +90,8 @@ class ValidationReport:
 
     def write_report(self, path: str) -> None:
         """One JSON object per problem: where, id, problem, fix, kind and severity."""
-        with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
-            for problem in self.problems:
-                f.write(json.dumps(problem.to_report(), ensure_ascii=False) + "\n")
+        lines = "".join(json.dumps(problem.to_report(), ensure_ascii=False) + "\n" for problem in self.problems)
+        write_text_atomically(path, lines, errors="backslashreplace")
 
 
 def validate(

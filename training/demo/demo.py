@@ -84,6 +84,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from transformers import set_seed
 
+    from framelm.training.atomic_write import write_text_atomically
     from framelm.training.build import save_framelm
     from framelm.training.demo.data import write_split
     from framelm.training.demo.report import write_readme
@@ -133,7 +134,7 @@ def main(argv: list[str]) -> int:
                "targets": TARGETS, "phases": phases.seconds, "load_average": load,
                "machine": env_report()}  # fmt: skip
     save_framelm(model, processor, out)
-    (out / "demo_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(out / "demo_metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(_table(before, after))
     split = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.seconds.items())
     print(f"{metrics['steps']} steps in {metrics['seconds']} s ({split}); model saved to {out}, metrics in "

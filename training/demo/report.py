@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from framelm.training.atomic_write import write_text_atomically
+
 BEGIN, END = "<!-- demo:begin -->", "<!-- demo:end -->"
 
 
@@ -46,7 +48,7 @@ def write_readme(metrics: dict, readme: str | Path) -> None:
     if BEGIN not in text or END not in text:
         raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to write the demo table between")
     head, rest = text.split(BEGIN, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render(metrics)}{END}{rest.split(END, 1)[1]}")
+    write_text_atomically(readme, f"{head}{BEGIN}\n{render(metrics)}{END}{rest.split(END, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
