@@ -186,7 +186,7 @@ def qlora_step(job: dict) -> dict:
     from trl import ModelConfig
 
     from framelm.modeling import FrameLMForConditionalGeneration
-    from framelm.training.model_setup import peft_config_for, quantization_config_for, set_stage
+    from framelm.training.model.loading import peft_config_for, quantization_config_for, set_stage
 
     size = sizes(job["tiny"])
     with tempfile.TemporaryDirectory() as folder:

@@ -54,7 +54,7 @@ import json, sys
 import torch, transformers
 from transformers import LlavaForConditionalGeneration
 from framelm.modeling import FrameLMForConditionalGeneration
-from framelm.training import import_llava as importer
+from framelm.training.model import import_llava as importer
 
 def status_mb(field):
     for line in open("/proc/self/status"):

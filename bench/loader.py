@@ -67,7 +67,7 @@ def make_video(cache: Path, gop: int, seed: int) -> Path:
 
 def make_records(cache: Path, videos: list[Path], count: int) -> Path:
     """LLaVA records, one `<video>` each, question and answer drawn from the tiny tokenizer's corpus words."""
-    from framelm.training.tiny import CORPUS
+    from framelm.training.model.tiny import CORPUS
 
     words, rng = CORPUS.split(), np.random.default_rng(0)
     records = [
@@ -87,7 +87,7 @@ def build_processors():
 
     from framelm.processing.image_processing_framelm import FrameLMImageProcessor
     from framelm.processing.processing_framelm import FrameLMProcessor
-    from framelm.training.tiny import train_tiny_tokenizer
+    from framelm.training.model.tiny import train_tiny_tokenizer
 
     class PilVideoProcessor(VideoProcessorMixin):
         """Each video's frames through a PIL image processor -> `pixel_values_videos` (B, F, 3, H, W)."""
@@ -155,7 +155,7 @@ def samples_per_s(dataset, collate) -> float:
 def check_equal_work(ours, peer, dataset) -> dict:
     """One sample through both collators (in this process): raw frames, pixels in grey levels, token ids."""
     from framelm.processing.media_framelm import load_video
-    from framelm.training.collator import FrameLMCollator
+    from framelm.training.batches.collator import FrameLMCollator
 
     row = dataset[0]
     path = row["media"][0]["path"]
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # as in DataLoader workers; the main process only receives batches
     samples, rounds = (24, 3) if args.quick else (96, 5)
 
-    from framelm.training.collator import FrameLMCollator
+    from framelm.training.batches.collator import FrameLMCollator
     from framelm.training.data.arguments import DataArguments
     from framelm.training.data.budget import measure_lengths
     from framelm.training.data.loading import load_samples

@@ -82,8 +82,8 @@ def example(sample: dict, peer: bool = False) -> dict[str, torch.Tensor]:
 
 def batches(method: str, mix: list[dict], batch_size: int, rows: int, seed: int) -> list[dict]:
     """Every step of one pass over `mix`, as `method` lays it out."""
-    from framelm.training.batching import collate
-    from framelm.training.packing import best_fit_decreasing, collate_packed
+    from framelm.training.batches.packing import best_fit_decreasing, collate_packed
+    from framelm.training.batches.padding import collate
 
     examples = [example(sample, peer=method == "peer") for sample in mix]
     if method.startswith("packed"):
@@ -108,14 +108,14 @@ def build(method: str, weights: Path) -> torch.nn.Module:
     if method == "peer":
         model.config.image_grid_pinpoints = [[peers.VISION["image_size"]] * 2]  # one crop: the image itself
     if method == "packed":
-        from framelm.training.varlen_attention import attend_sample_by_sample
+        from framelm.training.batches.varlen_attention import attend_sample_by_sample
 
         attend_sample_by_sample(model)
     return model
 
 
 def real_tokens(batch: dict) -> int:
-    from framelm.training.packing import count_samples_and_tokens
+    from framelm.training.batches.packing import count_samples_and_tokens
 
     return int(count_samples_and_tokens(batch, peers.PAD_TOKEN_ID)[1])
 
@@ -148,8 +148,8 @@ def check(job: dict) -> dict:
     """Worker: packed and padded framelm give the same loss on the same samples (one batch of all of them); framelm
     and the peer give the same loss on text and video samples (images differ by design)."""
     torch.set_num_threads(job["threads"])
-    from framelm.training.batching import collate
-    from framelm.training.packing import best_fit_decreasing, collate_packed
+    from framelm.training.batches.packing import best_fit_decreasing, collate_packed
+    from framelm.training.batches.padding import collate
 
     mix = draw_mix(job["samples"], job["seed"])[:8]
     short = [s for s in mix if s["text"] < 1000]

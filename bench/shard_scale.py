@@ -54,7 +54,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 def shard_cases(work: Path, n: int, quick: bool, run: Callable[[list[str]], dict]) -> tuple[list[dict], dict]:
-    from framelm.training.tiny import build_tiny_framelm
+    from framelm.training.model.tiny import build_tiny_framelm
 
     cases, summary = [], {}
     model = build_tiny_framelm(work / "tiny")

@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor
 
-from framelm.training.collator import FrameLMCollator
+from framelm.training.batches.collator import FrameLMCollator
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data_prep import stream_for_training
+from framelm.training.sft.data_prep import stream_for_training
 
 
 def ids_only(rows: list[dict]) -> list[str]:

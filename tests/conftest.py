@@ -104,7 +104,7 @@ def missing_fsspec_backends(monkeypatch):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny FrameLM: two-layer towers of width 32/64, 32-px images in 8-px patches (16 tokens per image),
     4 frames per video, an offline-trained tokenizer. Same code path as `framelm init --tiny`."""
-    from framelm.training.tiny import build_tiny_framelm
+    from framelm.training.model.tiny import build_tiny_framelm
 
     return build_tiny_framelm(tmp_path_factory.mktemp("tiny"))
 

@@ -30,7 +30,7 @@ def test_help_names_the_command(capsys, command, usage):
 
 
 def test_resume_from_checkpoint_true_is_the_newest_checkpoint_and_false_is_none(tmp_path):
-    from framelm.training.arguments import checkpoint_to_resume
+    from framelm.training.sft.arguments import checkpoint_to_resume
 
     for step in (5, 40, 200):
         (tmp_path / f"checkpoint-{step}").mkdir()

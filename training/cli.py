@@ -14,14 +14,16 @@ from __future__ import annotations
 import importlib
 import sys
 
+from framelm.training.env import framelm_version
+
 # subcommand -> (module under framelm.training, one-line description shown by `framelm --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": (
-        "init",
+        "model.init",
         "New FrameLM: a vision tower + a causal LM, an imported llava-hf VLM (--from-llava), or --tiny.",
     ),
     "data": ("data.cli", "Validate, inspect, convert datasets and extract video frames."),
-    "train": ("train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
+    "train": ("sft.train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
     "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
     "generate": ("eval.generate", "Batch inference from a NeVA-style prompt jsonl."),
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
@@ -29,24 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("hub.push", "Upload an exported folder to the Hugging Face Hub."),
     "env": ("env", "Print the versions of framelm and its libraries and the devices seen, for bug reports."),
 }
-
-
-class OneLineErrors:
-    """argparse mixin: a usage error is one line (what is wrong, where the help is) and exit code 2. The full usage
-    of `framelm train` lists hundreds of options and would bury the message."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as package_version
-
-    try:
-        return package_version("framelm")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
 
 
 def _usage() -> str:
@@ -63,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        print(f"framelm {version()}")
+        print(f"framelm {framelm_version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -13,10 +13,15 @@ LIBRARIES = ("torch", "transformers", "trl", "accelerate", "datasets", "peft", "
              "huggingface_hub", "bitsandbytes")  # fmt: skip
 
 
+def framelm_version() -> str:
+    try:
+        return version("framelm")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def report() -> dict[str, str]:
     """Name -> value: platform, Python, framelm and each library ("not installed" when absent), and the devices."""
-    from framelm.training.cli import version as framelm_version
-
     info = {"platform": platform.platform(), "python": sys.version.split()[0], "framelm": framelm_version()}
     for name in LIBRARIES:
         try:

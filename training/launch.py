@@ -7,9 +7,9 @@
 
 NAME is a config packaged with framelm (`ddp`, `fsdp`, `zero2`, `zero3`) or the path of any accelerate config file,
 so a pip install needs no source checkout (as `trl sft --accelerate_config zero3`). The command re-runs itself as
-`accelerate launch --config_file ... -m framelm.training.train` with every other option unchanged, so
-`accelerate launch ... -m framelm.training.train` written by hand works the same. On a machine without a GPU it adds
-what CPU processes need (see `cpu_settings`); with one, accelerate's and the config's settings stand.
+`accelerate launch --config_file ... -m framelm.training.sft.train` with every other option unchanged, so
+`accelerate launch ... -m framelm.training.sft.train` written by hand works the same. On a machine without a GPU it
+adds what CPU processes need (see `cpu_settings`); with one, accelerate's and the config's settings stand.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def launch_command(
     if not accelerators:
         cpu_launch, cpu_training, env = cpu_settings(_distributed_type(config), training_argv, env)
         launch, training_argv = launch + cpu_launch, training_argv + cpu_training
-    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "framelm.training.train"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "framelm.training.sft.train"]
     return command + training_argv, env
 
 

@@ -1,8 +1,8 @@
 """Tiny random llava-hf checkpoints saved as the Hub has them, to import without any download.
 
 A source folder holds what a llava-hf repo holds: the model (`save_pretrained` of the transformers class), the
-tokenizer (trained offline by `framelm.training.tiny`), the processor settings with the image (and video) processor
-and a llava-hf chat template. Llava sources save a real `LlavaProcessor` (with the PIL image processor: the
+tokenizer (trained offline by `framelm.training.model.tiny`), the processor settings with the image (and video)
+processor and a llava-hf chat template. Llava sources save a real `LlavaProcessor` (with the PIL image processor: the
 torchvision one cannot run here); LLaVA-NeXT-Video's video processor needs torchvision, so its settings are written
 as the json that `save_pretrained` would write.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from framelm.training.tiny import train_tiny_tokenizer
+from framelm.training.model.tiny import train_tiny_tokenizer
 
 # llava-hf chat templates as their repos ship them: LLaVA-1.5 / LLaVA-NeXT-Video (Vicuna) and LLaVA-Interleave.
 VICUNA_TEMPLATE = (

@@ -132,7 +132,7 @@ def time_label_problem(processor) -> str | None:
     three minute values: the label's fields are separated by `:` and `.`, so this covers each field's digits and
     each neighbouring pair of fields. Tokenizers that split digits one by one (Qwen, Llama 2, Mistral, Gemma) pass, as
     do those whose vocabulary holds every two-digit group (Llama 3's holds all numbers up to 999); a BPE that merged
-    only some digit pairs fails (`tests/test_frame_timestamps.py` trains one of each kind)."""
+    only some digit pairs fails (`tests/payload/test_frame_timestamps.py` trains one of each kind)."""
     seconds = sorted(
         {60.0 * minute + second for minute in range(100) for second in (0.0, 59.9)}
         | {

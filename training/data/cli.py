@@ -21,7 +21,6 @@ import logging
 import sys
 from dataclasses import replace
 
-from framelm.training.cli import OneLineErrors
 from framelm.training.data.arguments import (
     ConvertArguments,
     DataArguments,
@@ -29,6 +28,7 @@ from framelm.training.data.arguments import (
     TokenCountArguments,
     ValidateArguments,
 )
+from framelm.training.errors import OneLineErrors
 
 
 def run_validate(data: DataArguments, counts: TokenCountArguments, options: ValidateArguments) -> int:
@@ -103,7 +103,7 @@ def _counting_processor(counts: TokenCountArguments):
     """The processor of `--model`, with `--num-frames` applied: it counts the tokens of every record."""
     from transformers import AutoProcessor
 
-    from framelm.training.model_setup import set_num_frames
+    from framelm.training.model.loading import set_num_frames
 
     processor = AutoProcessor.from_pretrained(counts.model, trust_remote_code=True)
     if counts.num_frames is not None:

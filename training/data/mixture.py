@@ -84,7 +84,7 @@ def get_preprocess(name: str) -> Callable:
     if name not in PREPROCESS_FNS:
         raise ValueError(
             f"preprocess_fn {name!r} is not registered; registered: {sorted(PREPROCESS_FNS)}. Register yours with "
-            "@framelm.training.mixture.register_preprocess, or name it as 'package.module:function'"
+            "@framelm.training.data.mixture.register_preprocess, or name it as 'package.module:function'"
         )
     return PREPROCESS_FNS[name]
 

@@ -106,3 +106,12 @@ def _inside(real: str, real_root: str) -> bool:
 @functools.lru_cache(maxsize=64)
 def _normalized(root: str) -> str:
     return posixpath.normpath(root) if root else root
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_DATA_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".csv", ".parquet", ".arrow", ".tar", ".txt", ".tsv")
+
+
+def is_hub_id(name: str) -> bool:
+    """`me/my-data` or `gpt2`: a Hub repository id, not a local path (absolute, `./x`, `a/b/c`, `x.jsonl`)."""
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not name.lower().endswith(_DATA_FILE_SUFFIXES)

@@ -165,7 +165,7 @@ class TarShard:
     buffered file. The same members as `tarfile.addfile` or `webdataset.TarWriter` write (the latter with a PAX
     header before each, from its float mtime), in half the time: with small images the per-member work, not the
     bytes, is what a convert spends its time on (`bench/data_scale.py`). Read by `tarfile`, GNU tar, webdataset,
-    `datasets` and energon (tests/test_shards.py)."""
+    `datasets` and energon (tests/data/test_shards.py)."""
 
     def __init__(self, path: str):
         self.file = open(path, "wb", buffering=1 << 20)  # closed by __exit__
@@ -220,7 +220,7 @@ def _read(path: str) -> bytes:
 
 def _write_metadata(folder: str, results: list[ShardResult], written: dict[str, int]) -> None:
     """The manifest, the dataset card and energon's dataset.yaml."""
-    from framelm.training.cli import version
+    from framelm.training.env import framelm_version as version
 
     members = sorted(set().union(*(r.members for r in results)), key=lambda n: (len(n), n))
     features = shard_features(members)

@@ -25,7 +25,7 @@ import datasets
 import fsspec
 import numpy as np
 
-from framelm.training.hub.card import is_hub_id
+from framelm.training.data.paths import is_hub_id
 
 if TYPE_CHECKING:
     from framelm.training.data.arguments import DataArguments

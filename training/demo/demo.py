@@ -85,12 +85,12 @@ def main(argv: list[str]) -> int:
     from transformers import set_seed
 
     from framelm.training.atomic_write import write_text_atomically
-    from framelm.training.build import save_framelm
     from framelm.training.demo.data import write_split
     from framelm.training.demo.report import write_readme
     from framelm.training.env import report as env_report
-    from framelm.training.tiny import build_tiny_framelm
-    from framelm.training.train import parse_args, run
+    from framelm.training.model.build import save_framelm
+    from framelm.training.model.tiny import build_tiny_framelm
+    from framelm.training.sft.train import parse_args, run
 
     start, load = time.perf_counter(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     phases = PhaseTimer()

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from framelm.processing.messages_framelm import build_messages
-from framelm.training.batching import PIXEL_KEYS, collate
+from framelm.training.batches.padding import PIXEL_KEYS, collate
 from framelm.training.data.paths import is_url, resolve_media_path
 from framelm.training.eval.prompts import answered_keys, media_lists, read_prompts
 
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
 
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
-    from framelm.training.model_setup import set_num_frames
+    from framelm.training.model.loading import set_num_frames
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_seed(args.seed)

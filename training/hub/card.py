@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from importlib import resources
 from pathlib import Path
 
+from framelm.training.data.paths import is_hub_id
+
 LLAVA_BENCH = ("liuhaotian/llava-bench-in-the-wild", "LLaVA-Bench (In-the-Wild)")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-_DATA_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".csv", ".parquet", ".arrow", ".tar", ".txt", ".tsv")
-
-
-def is_hub_id(name: str) -> bool:
-    """`me/my-data` or `gpt2`: a Hub repository id, not a local path (absolute, `./x`, `a/b/c`, `x.jsonl`)."""
-    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not name.lower().endswith(_DATA_FILE_SUFFIXES)
 
 
 def public_name(name: str) -> str:

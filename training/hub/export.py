@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framelm.training.atomic_write import folder_written_beside
-from framelm.training.hub.card import evaluation_from_judge, is_hub_id, public_name, write_card
+from framelm.training.data.paths import is_hub_id
+from framelm.training.hub.card import evaluation_from_judge, public_name, write_card
 
 
 def build_parser() -> argparse.ArgumentParser:
