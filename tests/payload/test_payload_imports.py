@@ -1,5 +1,5 @@
 """The Hub payload rule, checked on the source: `modeling/` and `processing/` import only what a saved folder can
-resolve where framelm is not installed (see STYLE.md, "The one important rule").
+resolve where framelm is not installed (CONTRIBUTING.md, "The payload rule").
 
 The checker reads every import statement wherever it sits (in a function, a class, a `try`), plus the ways of
 importing that are no statement: `importlib.import_module`, `__import__`, `exec` and `eval` (a string of code can

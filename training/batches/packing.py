@@ -80,8 +80,6 @@ def pack_rows(dataset: datasets.Dataset, max_length: int, seed: int) -> datasets
     packed by `best_fit_decreasing` on their `num_tokens` (the one length rule), `PACKING_WINDOW` at a time: the
     same seed gives the same rows, and `datasets` caches them beside the measured data.
     """
-    if max_length is None:
-        raise ValueError("packing fills rows up to max_length: set max_length (e.g. --max_length 4096)")
     if "num_tokens" not in dataset.column_names:
         raise ValueError("pack_rows needs the num_tokens column of measure_lengths (data/budget.py)")
     features = datasets.Features(

@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:  # --help (0) or a usage error (2), already printed
         return int(exit.code or 0)
     try:
-        run(script_args, data_args, training_args, model_args)
+        trainer = run(script_args, data_args, training_args, model_args)
     except DataError as err:  # the message names the records or the file and the fixes: a traceback would bury it
         print(f"framelm train: {err}", file=sys.stderr)
         return 1
+    trainer.end()  # finish the trackers and leave the process group, last, as TRL's `trl sft` does
     return 0
 
 
@@ -145,8 +146,7 @@ def share_cores_with_workers(num_workers: int) -> None:
     """On CPU, leave the DataLoader workers (which decode the media) cores of their own.
 
     torch's intra-op threads spin while they wait for each other; sharing cores with busy workers, a training step
-    becomes many times slower (a 2-core machine, 2 workers: 1.23 s a step with 2 threads, 0.16 s with 1). An
-    explicit `OMP_NUM_THREADS` is left alone, as are GPU runs.
+    becomes many times slower. An explicit `OMP_NUM_THREADS` is left alone, as are GPU runs.
     """
     import torch
 
