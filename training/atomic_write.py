@@ -89,8 +89,8 @@ def refuse_foreign(target: str | Path, written_by: str, fix: str) -> None:
     if found:
         more = f" and {len(found) - LISTED} more" if len(found) > LISTED else ""
         raise NotWrittenByFramelmError(
-            f"{target} holds what `{written_by}` did not write ({', '.join(found[:LISTED])}{more}) and is never "
-            f"replaced or deleted without --overwrite: {fix}"
+            f"{target} holds what `{written_by}` did not write ({', '.join(found[:LISTED])}{more}), which framelm "
+            f"never replaces or deletes: {fix}"
         )
 
 
@@ -105,7 +105,7 @@ def folder_written_beside(target: str | Path, written_by: str, *, overwrite: boo
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fix = f"choose another folder, move those files away, or pass --overwrite to replace {target.name} as a whole"
+    fix = "choose another folder, or move those files away"
     if not overwrite:
         refuse_foreign(target, written_by, fix)
     _remove_leftovers(target)
