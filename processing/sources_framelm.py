@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
-from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 DEFAULT_FETCH_TIMEOUT = 60.0  # seconds for one whole file, redirects included
 DEFAULT_FETCH_MAX_BYTES = 1 << 30  # 1 GiB: room for a long video, far beyond any image
@@ -41,6 +41,8 @@ HTTP_SCHEMES = ("http", "https")
 BACKEND_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
 FRAMELM_EXTRAS = {"s3fs": "s3", "gcsfs": "gcs"}
 BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")  # long enough that a short missing file name is not taken
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/[^\s'\"]*")  # a URL in a text, up to a space or a quote
+_USERINFO = re.compile(r"(:/{1,2})[^/?#]*@")  # its `//user:password@`
 NON_REGULAR = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
                (stat.S_ISBLK, "block device"))  # fmt: skip
 
@@ -71,13 +73,12 @@ def local_path(source: str) -> str:
     return source
 
 
-def redact(url: str) -> str:
-    """The URL without user, password, query and fragment: what error messages and logs may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def redact(text: str) -> str:
+    """`text` with every URL in it cut to scheme, host and path: no user, password, query or fragment. What error
+    messages, logs, run records and model cards may show. Text, not parsing: it cannot fail on a malformed URL
+    (`https://[::1`, port 99999), it cleans chained fsspec URLs (`simplecache::s3://key:secret@bucket/x`) and a URL
+    a library mangled into a path (`/tmp/https:/user:token@host/x`); text without URLs is returned as it is."""
+    return _URL.sub(lambda url: _USERINFO.sub(r"\1", re.split(r"[?#]", url.group(0), maxsplit=1)[0]), text)
 
 
 def image_source(source: str, limits: FetchLimits) -> tuple[str | io.BytesIO, str]:

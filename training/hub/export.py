@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framelm.processing.sources_framelm import redact
 from framelm.training.atomic_write import folder_written_beside, refuse_foreign
 from framelm.training.data.paths import is_hub_id
 from framelm.training.hub.card import evaluation_from_judge, public_name, write_card
@@ -94,7 +95,7 @@ def _publish_local_names(names: list[str], local_names: dict[str, str]) -> list[
     published = []
     for name in names:
         if name and not is_hub_id(name):
-            local_names[name] = public_name(name)
+            local_names[redact(name)] = public_name(name)  # printed: a URL without its token or signature
         published.append(public_name(name) if name else name)
     return published
 
