@@ -187,7 +187,7 @@ def _fetch(url: str, limits: FetchLimits, write: Callable[[bytes], object]) -> N
 # --- http(s) ----------------------------------------------------------------------------------------------------
 
 
-class _Deadline:
+class SocketDeadline:
     """Shuts down every socket a fetch has opened once its time is up, so that a blocking read returns at once."""
 
     def __init__(self, seconds: float):
@@ -198,7 +198,7 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
-    def __enter__(self) -> _Deadline:
+    def __enter__(self) -> SocketDeadline:
         self._timer.start()
         return self
 
@@ -234,7 +234,7 @@ def _shut(sock: socket.socket) -> None:
         pass  # already closed
 
 
-def _tracked(base: type[HTTPConnection], deadline: _Deadline) -> type[HTTPConnection]:
+def _tracked(base: type[HTTPConnection], deadline: SocketDeadline) -> type[HTTPConnection]:
     class TrackedConnection(base):
         def connect(self) -> None:
             self.timeout = deadline.remaining()  # each socket operation, and the connect itself, ends by the deadline
@@ -245,7 +245,7 @@ def _tracked(base: type[HTTPConnection], deadline: _Deadline) -> type[HTTPConnec
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline):
+    def __init__(self, deadline: SocketDeadline):
         super().__init__()
         self.deadline = deadline
 
@@ -254,7 +254,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline):
+    def __init__(self, deadline: SocketDeadline):
         self.tls = ssl.create_default_context()
         super().__init__(context=self.tls)
         self.deadline = deadline
@@ -277,7 +277,7 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
 
 def _fetch_http(url: str, limits: FetchLimits, write: Callable[[bytes], object]) -> None:
     shown = redact(url)
-    with _Deadline(limits.timeout) as deadline:
+    with SocketDeadline(limits.timeout) as deadline:
         opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline), _SafeRedirects())
         request = urllib.request.Request(url, headers={"User-Agent": "framelm", "Accept-Encoding": "identity"})
         try:
