@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from framelm.training.atomic_write import (
@@ -175,3 +176,29 @@ def test_convert_into_a_folder_with_a_git_checkout_and_a_license_deletes_nothing
         err = capsys.readouterr().err
         assert "holds what `framelm data convert` did not write (.git/config, LICENSE, annotations.csv)" in err
         assert digest(out) == before  # every file byte-identical, none deleted
+
+
+def test_a_writer_that_needs_a_file_name_gets_a_fresh_one(tmp_path, victim, predictable_names):
+    from framelm.training.atomic_write import path_written_beside
+    from framelm.training.data.media_writer import write_mp4
+
+    target = tmp_path / "cache" / "clip.mp4"
+    target.parent.mkdir()
+    for name in ("partial-clip.mp4", ".clip.mp4.planted.mp4"):  # the old bench name, and the one tried first here
+        (target.parent / name).symlink_to(victim)
+    with path_written_beside(target) as partial:
+        assert partial.name == ".clip.mp4.fresh0.mp4" and partial.stat().st_size == 0
+        write_mp4(partial, [np.zeros((16, 16, 3), np.uint8)] * 2, fps=2)
+    assert victim.read_bytes() == VICTIM_BYTES and target.stat().st_size > 0
+    with pytest.raises(ValueError, match="no frames"):
+        with path_written_beside(tmp_path / "cache" / "empty.mp4") as partial:
+            write_mp4(partial, [], fps=2)
+    assert sorted(p.name for p in target.parent.iterdir()) == [".clip.mp4.planted.mp4", "clip.mp4", "partial-clip.mp4"]
+
+
+def test_a_frame_folder_marker_is_written_beside_not_through_a_symlink(tmp_path, victim):
+    from framelm.training.data.media_writer import write_frame_folder
+
+    (tmp_path / "clip.json").symlink_to(victim)
+    write_frame_folder(tmp_path / "clip", [np.zeros((8, 8, 3), np.uint8)], fps="2.0")
+    assert victim.read_bytes() == VICTIM_BYTES and json.loads((tmp_path / "clip.json").read_text()) == {"fps": "2.0"}

@@ -55,6 +55,25 @@ def write_text_atomically(path: str | Path, text: str, errors: str = "strict") -
         raise
 
 
+@contextmanager
+def path_written_beside(path: str | Path) -> Iterator[Path]:
+    """For writers that need a file name (PyAV, `save_pretrained`): yield a fresh, exclusively created empty file
+    beside `path` to write to by name; when the block ends without an error it is renamed to `path`, otherwise
+    removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.fchmod(handle, 0o666 & ~_UMASK)
+    os.close(handle)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def foreign_entries(target: str | Path, written_by: str) -> list[str]:
     """What in `target` the command `written_by` did not write (paths relative to it, sorted): nothing when it does
     not exist or is an empty folder; every file when its `WRITTEN_RECORD` is missing or names another command (an
