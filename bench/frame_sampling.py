@@ -22,7 +22,6 @@ Every output is compared pixel for pixel with a sequential single-threaded decod
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -74,6 +73,7 @@ def scene_frames(count: int, width: int, height: int, seed: int = 0):
 
 
 def make_video(spec: dict, cache: Path) -> Path:
+    from framelm.training.atomic_write import path_written_beside
     from framelm.training.data.media_writer import write_mp4
 
     path = cache / (spec_name(spec) + (".mp4" if spec["codec"] == "libx264" else ".webm"))
@@ -82,10 +82,9 @@ def make_video(spec: dict, cache: Path) -> Path:
     width, height = SIZES[spec["size"]]
     x264 = {"preset": "veryfast", "x264-params": f"sliced-threads=0:slices={spec.get('slices')}"}
     options = x264 if spec["codec"] == "libx264" else None  # write_mp4's VP9 defaults: realtime speed
-    partial = path.with_name("partial-" + path.name)
     frames = scene_frames(spec["seconds"] * FPS, width, height)
-    write_mp4(partial, frames, fps=FPS, codec=spec["codec"], gop=spec["gop"], options=options)
-    os.replace(partial, path)  # a run killed mid-write leaves no half video in the cache
+    with path_written_beside(path) as partial:  # a run killed mid-write leaves no half video in the cache
+        write_mp4(partial, frames, fps=FPS, codec=spec["codec"], gop=spec["gop"], options=options)
     return path
 
 

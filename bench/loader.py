@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import tempfile
 import time
@@ -53,15 +52,15 @@ VIDEOS = [(gop, seed) for gop in (30, 250) for seed in (0, 1)]
 
 
 def make_video(cache: Path, gop: int, seed: int) -> Path:
+    from framelm.training.atomic_write import path_written_beside
     from framelm.training.data.media_writer import write_mp4
 
     path = cache / f"loader_{SECONDS}s_480p_h264_gop{gop}_scene{seed}.mp4"
     if not path.exists():
-        partial = path.with_name("partial-" + path.name)
         frames = scene_frames(SECONDS * FPS, *SIZES["480p"], seed=seed)
         options = {"preset": "veryfast", "x264-params": "sliced-threads=0:slices=1"}
-        write_mp4(partial, frames, fps=FPS, codec="libx264", gop=gop, options=options)
-        os.replace(partial, path)
+        with path_written_beside(path) as partial:  # an exclusive name: a planted symlink is never followed
+            write_mp4(partial, frames, fps=FPS, codec="libx264", gop=gop, options=options)
     return path
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
-from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 DEFAULT_FETCH_TIMEOUT = 60.0  # seconds for one whole file, redirects included
 DEFAULT_FETCH_MAX_BYTES = 1 << 30  # 1 GiB: room for a long video, far beyond any image
@@ -41,6 +41,8 @@ HTTP_SCHEMES = ("http", "https")
 BACKEND_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
 FRAMELM_EXTRAS = {"s3fs": "s3", "gcsfs": "gcs"}
 BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")  # long enough that a short missing file name is not taken
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/[^\s'\"]*")  # a URL in a text, up to a space or a quote
+_USERINFO = re.compile(r"(:/{1,2})[^/?#]*@")  # its `//user:password@`
 NON_REGULAR = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
                (stat.S_ISBLK, "block device"))  # fmt: skip
 
@@ -71,13 +73,12 @@ def local_path(source: str) -> str:
     return source
 
 
-def redact(url: str) -> str:
-    """The URL without user, password, query and fragment: what error messages and logs may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def redact(text: str) -> str:
+    """`text` with every URL in it cut to scheme, host and path: no user, password, query or fragment. What error
+    messages, logs, run records and model cards may show. Text, not parsing: it cannot fail on a malformed URL
+    (`https://[::1`, port 99999), it cleans chained fsspec URLs (`simplecache::s3://key:secret@bucket/x`) and a URL
+    a library mangled into a path (`/tmp/https:/user:token@host/x`); text without URLs is returned as it is."""
+    return _URL.sub(lambda url: _USERINFO.sub(r"\1", re.split(r"[?#]", url.group(0), maxsplit=1)[0]), text)
 
 
 def image_source(source: str, limits: FetchLimits) -> tuple[str | io.BytesIO, str]:
@@ -186,7 +187,7 @@ def _fetch(url: str, limits: FetchLimits, write: Callable[[bytes], object]) -> N
 # --- http(s) ----------------------------------------------------------------------------------------------------
 
 
-class _Deadline:
+class SocketDeadline:
     """Shuts down every socket a fetch has opened once its time is up, so that a blocking read returns at once."""
 
     def __init__(self, seconds: float):
@@ -197,7 +198,7 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
-    def __enter__(self) -> _Deadline:
+    def __enter__(self) -> SocketDeadline:
         self._timer.start()
         return self
 
@@ -233,7 +234,7 @@ def _shut(sock: socket.socket) -> None:
         pass  # already closed
 
 
-def _tracked(base: type[HTTPConnection], deadline: _Deadline) -> type[HTTPConnection]:
+def _tracked(base: type[HTTPConnection], deadline: SocketDeadline) -> type[HTTPConnection]:
     class TrackedConnection(base):
         def connect(self) -> None:
             self.timeout = deadline.remaining()  # each socket operation, and the connect itself, ends by the deadline
@@ -244,7 +245,7 @@ def _tracked(base: type[HTTPConnection], deadline: _Deadline) -> type[HTTPConnec
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline):
+    def __init__(self, deadline: SocketDeadline):
         super().__init__()
         self.deadline = deadline
 
@@ -253,7 +254,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline):
+    def __init__(self, deadline: SocketDeadline):
         self.tls = ssl.create_default_context()
         super().__init__(context=self.tls)
         self.deadline = deadline
@@ -276,7 +277,7 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
 
 def _fetch_http(url: str, limits: FetchLimits, write: Callable[[bytes], object]) -> None:
     shown = redact(url)
-    with _Deadline(limits.timeout) as deadline:
+    with SocketDeadline(limits.timeout) as deadline:
         opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline), _SafeRedirects())
         request = urllib.request.Request(url, headers={"User-Agent": "framelm", "Accept-Encoding": "identity"})
         try:

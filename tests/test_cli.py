@@ -34,6 +34,8 @@ def test_resume_from_checkpoint_true_is_the_newest_checkpoint_and_false_is_none(
 
     for step in (5, 40, 200):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in ("trainer_state.json", "model.safetensors"):  # complete: a torn one is passed over
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
     assert checkpoint_to_resume("true", str(tmp_path)) == str(tmp_path / "checkpoint-200")
     assert checkpoint_to_resume(True, str(tmp_path)) == str(tmp_path / "checkpoint-200")  # `true` in a YAML recipe
     assert checkpoint_to_resume("false", str(tmp_path)) is None

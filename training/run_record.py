@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from framelm.processing.sources_framelm import redact
 from framelm.training.atomic_write import write_text_atomically
 
 RUN_RECORD = "framelm_run.json"
@@ -27,7 +28,7 @@ def write_run_record(
         "use_peft": bool(model_args.use_peft),
         "lora_r": model_args.lora_r if model_args.use_peft else None,
         "num_frames": trainer.processing_class.num_frames,
-        "datasets": [d for d in (data_args.dataset, script_args.eval_dataset) if d],
+        "datasets": [redact(d) for d in (data_args.dataset, script_args.eval_dataset) if d],  # no token, no signature
         "skipped_records": skipped,
         "hyperparameters": {key: args[key] for key in CARD_HYPERPARAMETERS if key in args}
         | {

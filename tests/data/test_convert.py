@@ -112,7 +112,7 @@ def test_extract_frames_at_an_interval_is_resumable(tmp_path, make_mp4):
         and "cannot decode" in report.failed[str(videos / "broken.mp4")]
     )
     a = sorted(os.listdir(videos / "a"))
-    assert a == [f"{i:05d}.jpg" for i in range(1, 7)]  # 0, 0.5, ..., 2.5 s
+    assert a == [".framelm-written.json", *(f"{i:05d}.jpg" for i in range(1, 7))]  # 0, 0.5, ..., 2.5 s; the record
     assert json.loads((videos / "a.json").read_text()) == {"fps": "2.0"}
     assert json.loads((videos / "b.json").read_text()) == {"fps": "2.0"}
     clip = load_video(str(videos / "a"), num_frames=6)  # framelm reads the folder back, frames in time order
@@ -123,7 +123,7 @@ def test_extract_frames_at_an_interval_is_resumable(tmp_path, make_mp4):
     assert sorted(os.path.basename(v) for v in again.skipped) == ["a.mp4", "b.mp4"] and not again.done
 
     one_fps = extract_frames([str(videos / "a.mp4")], interval=1.0, overwrite=True, num_proc=1)
-    assert len(one_fps.done) == 1 and sorted(os.listdir(videos / "a")) == [f"{i:05d}.jpg" for i in range(1, 4)]
+    assert len(one_fps.done) == 1 and sorted(os.listdir(videos / "a"))[1:] == [f"{i:05d}.jpg" for i in range(1, 4)]
     assert json.loads((videos / "a.json").read_text()) == {"fps": "1.0"}
 
 
@@ -132,4 +132,4 @@ def test_extract_frames_cli_into_another_root(tmp_path, make_mp4, capsys):
     out = tmp_path / "frames"
     assert data_main(["extract-frames", str(video), "--interval", "0.25", "--out", str(out), "--num-proc", "1"]) == 0
     assert "1 videos extracted, 0 already done, 0 failed" in capsys.readouterr().out
-    assert len(os.listdir(out / "clip")) == 8 and json.loads((out / "clip.json").read_text()) == {"fps": "4.0"}
+    assert len(os.listdir(out / "clip")) == 8 + 1 and json.loads((out / "clip.json").read_text()) == {"fps": "4.0"}

@@ -152,7 +152,7 @@ def test_convert_refuses_a_foreign_folder_and_replaces_its_own_output_whole(tmp_
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     assert convert(llava_media, foreign) == 1
-    assert "is not empty and is not an earlier `framelm data convert` output" in capsys.readouterr().err
+    assert "holds what `framelm data convert` did not write (notes.txt)" in capsys.readouterr().err
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
     out = tmp_path / "wds"

@@ -35,13 +35,18 @@ class FaultServer:
 
     Faults: "500" (the body echoes the Authorization header), "hang" (no answer at all), "trickle" (a valid reply at
     one byte a second), "slow-headers" (the status line at one byte a second), "429" (Retry-After: 1),
-    "garbage" (an HTML 200 holding the key), "non-text" (a completion whose content is a number).
+    "garbage" (an HTML 200 holding the key), "non-text" (a completion whose content is a number), "bad-utf8" (a
+    completion holding bytes that are no UTF-8), "nested" (JSON nested 100,000 deep), "huge" (a 100 MB completion
+    with its Content-Length), "huge-unannounced" (the same without a length, ended by closing the connection).
+    Every request's Authorization header is kept in `authorizations`; the body bytes sent, in `sent`.
     """
 
     def __init__(self, faults: dict[int, list[str]], good_reply: str = "8 6\nfine"):
         self.faults = {question: list(kinds) for question, kinds in faults.items()}
         self.good_reply = good_reply
         self.log: list[tuple[int, str, float]] = []  # (question, what was answered, arrival time)
+        self.authorizations: list[str | None] = []
+        self.sent: dict[str, int] = {}  # fault -> body bytes the client accepted before it hung up
         self.in_flight = self.most_in_flight = 0
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -55,6 +60,7 @@ class FaultServer:
                     kinds = outer.faults.get(question, [])
                     kind = kinds.pop(0) if kinds else "ok"
                     outer.log.append((question, kind, time.monotonic()))
+                    outer.authorizations.append(self.headers.get("Authorization"))
                     outer.in_flight += 1
                     outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
                 try:
@@ -94,6 +100,13 @@ class FaultServer:
             content_type, body = "text/html", f"<html>proxy error for {key_echo}</html>".encode()
         elif kind == "non-text":
             body = completion(7)
+        elif kind == "bad-utf8":
+            body = completion("8 6").replace(b"8 6", b"8 6 \xff\xfe\xc3(")
+        elif kind == "nested":
+            body = b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        elif kind.startswith("huge"):
+            self.send_huge(handler, kind, 100 << 20)
+            return
         else:  # "ok" and "trickle": a good reply, which echoes the key
             body = completion(f"{self.good_reply}\n(request authorized by {key_echo})")
         handler.send_response(status)
@@ -110,6 +123,24 @@ class FaultServer:
             handler.wfile.flush()
             if self.stop.wait(1.0):
                 return
+
+    def send_huge(self, handler: BaseHTTPRequestHandler, kind: str, size: int) -> None:
+        """A completion of `size` bytes, written 1 MiB at a time, counting what the client took before hanging up."""
+        head, tail = b'{"choices": [{"message": {"role": "assistant", "content": "8 6 ', b'"}}]}'
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if kind == "huge":
+            handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        self.sent[kind] = 0
+        chunk = b"x" * (1 << 20)
+        try:
+            for piece in [head] + [chunk] * ((size - len(head) - len(tail)) // len(chunk)) + [tail]:
+                handler.wfile.write(piece)
+                self.sent[kind] += len(piece)
+        except OSError:  # the client hung up: what the cap is for
+            pass
+        handler.close_connection = True
 
     def answered(self, question: int) -> list[str]:
         return [kind for asked, kind, _ in self.log if asked == question]
@@ -255,3 +286,77 @@ def test_a_key_across_the_cut_of_a_quoted_reply_is_redacted_before_the_cut(fault
     with pytest.raises(JudgeUnavailableError) as raised:
         judge.chat(QUESTION_1)
     assert API_KEY[:10] not in str(raised.value) and "x***" in str(raised.value)
+
+
+# --- replies that are no text, too large, nested too deeply; credentials in the URL; which key goes where -------
+
+
+@pytest.mark.parametrize("fault", ["bad-utf8", "nested", "huge", "huge-unannounced"])
+def test_a_bad_or_huge_reply_is_a_counted_retried_failure_not_a_crash(faulty, fault):
+    server = faulty({1: [fault] * 2})
+    judge = OpenAIChatJudge(server.url, "j", None, timeout=20, retries=2, backoff=0)
+    assert judge.chat(QUESTION_1).startswith("8 6\nfine")  # the third reply is good: retried, then scored
+    assert judge.failures == {"unreadable reply": 2} and server.answered(1) == [fault, fault, "ok"]
+    if fault.startswith("huge"):
+        # never held whole: the client hung up at the 4 MiB cap (what the socket buffers held besides is small)
+        assert server.sent[fault] < 32 << 20, server.sent[fault]
+
+
+def test_a_bad_reply_in_a_run_is_counted_in_the_summary(faulty, bench, tmp_path, capsys):
+    server = faulty({1: ["bad-utf8"], 2: ["nested"], 3: ["huge-unannounced"]})
+    args = judge_args(bench, tmp_path / "reviews.json", "--judge-url", server.url, "--judge-name", "j")
+    assert judge_main([*args, "--timeout", "20", "--parallel", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "judge failures: 3 replies failed (3 unreadable reply)" in out
+    assert table_rows(out)["all"] == ["80.0", "60.0", "75.0", "5", "0"]
+    assert (tmp_path / "reviews.json").stat().st_size < 1 << 20  # no 100 MB reply saved in the review file
+
+
+def test_credentials_in_the_judge_url_are_never_printed(faulty, bench, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    server = faulty({question: ["500"] * 2 for question in range(1, 6)})
+    port = server.url.split(":")[2].split("/")[0]
+    url = f"http://alice:pw9secret@127.0.0.1:{port}/v1?api-key=K3YSECRET#frag9"
+    args = judge_args(bench, tmp_path / "reviews.json", "--judge-url", url, "--judge-name", "j")
+    assert judge_main([*args, "--http-retries", "1", "--parallel", "1"]) == 1
+    captured = capsys.readouterr()
+    assert f"http://127.0.0.1:{port}/v1/chat/completions failed 2 times" in captured.err  # still named
+    for text in (captured.out, captured.err, caplog.text):
+        for secret in ("alice", "pw9secret", "K3YSECRET", "frag9"):
+            assert secret not in text
+
+
+def test_openai_api_key_goes_only_where_asked_and_never_in_clear_text_to_another_host(
+    faulty, bench, tmp_path, monkeypatch, capsys, caplog
+):
+    from framelm.training.eval.judge.cli import api_key_for
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-decoy")
+    server = faulty({})
+    plain = [arg for arg in judge_args(bench, tmp_path / "a.json", "--judge-url", server.url, "--judge-name", "j")]
+    cut = plain.index("--api-key-env")
+    del plain[cut : cut + 2]  # no --api-key-env: the user did not ask for a key to be sent
+    with caplog.at_level(logging.INFO):
+        assert judge_main(plain) == 0
+    assert server.authorizations == [None] * 5  # $OPENAI_API_KEY is not sent to a server that is not OpenAI's
+    assert "$OPENAI_API_KEY is not sent to " in caplog.text and "pass --api-key-env OPENAI_API_KEY" in caplog.text
+
+    asked = judge_args(bench, tmp_path / "b.json", "--judge-url", server.url, "--judge-name", "j")
+    assert judge_main([*asked, "--api-key-env", "OPENAI_API_KEY"]) == 0  # asked for by name: sent (loopback http)
+    assert server.authorizations[5:] == ["Bearer sk-openai-decoy"] * 5
+
+    far = judge_args(bench, tmp_path / "c.json", "--judge-url", "http://192.0.2.7:8000/v1", "--judge-name", "j")
+    start = time.monotonic()
+    assert judge_main(far) == 2  # refused before any connection: 192.0.2.7 (TEST-NET) would only time out
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bars of the two runs above
+    assert err == (
+        f"framelm judge: error: ${KEY_ENV} would travel in clear text to http://192.0.2.7:8000/v1: use an https "
+        "URL, or a server on this machine (127.0.0.1); a key is never sent over plain http to another host"
+    )
+    assert api_key_for("https://api.openai.com/v1", None) == "sk-openai-decoy"  # the official endpoint
+    assert api_key_for("https://judge.example/v1", None) is None
+    assert api_key_for("http://localhost:8000/v1", "OPENAI_API_KEY") == "sk-openai-decoy"
+    assert api_key_for("http://[::1]:8000/v1", "OPENAI_API_KEY") == "sk-openai-decoy"
+    with pytest.raises(ValueError, match="would travel in clear text to http://judge.example/v1"):
+        api_key_for("http://judge.example/v1", "OPENAI_API_KEY")

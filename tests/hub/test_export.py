@@ -96,7 +96,11 @@ def test_export_refuses_an_ambiguous_judge_file_and_a_non_empty_target(trained_d
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     assert cli(["export", str(trained_dir), "--out", str(tmp_path / "full")]) == 2
-    assert "full exists and is not an empty folder: export into a new folder" in capsys.readouterr().err
+    assert (
+        "full holds what `framelm export` did not write (x), which framelm never replaces or deletes: export into a "
+        "new folder" in capsys.readouterr().err
+    )
+    assert (tmp_path / "full" / "x").read_bytes() == b""  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "review.json", "run", "two.json"]  # no "a"
 
 

@@ -6,8 +6,10 @@ answers. Plus the refusals: no token, a folder with pickles, a folder without it
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from framelm.training.atomic_write import WRITTEN_RECORD
+from framelm.training.hub.export import PUBLISHED
 from framelm.training.hub.push import PushError, push
 
 
@@ -129,9 +133,13 @@ def exported(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def test_push_uploads_every_file_of_the_exported_folder(hub, exported):
-    info = push(exported, "me/m", endpoint=hub.url, token="hf_test", private=True, revision="v2", timeout=10)
+    told = []
+    info = push(exported, "me/m", endpoint=hub.url, token="hf_test", private=True, revision="v2", timeout=10,
+                notify=told.append)  # fmt: skip
     assert info.oid == "a" * 40
-    assert hub.committed == {p.name: p.read_bytes() for p in exported.iterdir()}  # every file, byte for byte
+    published = {p.name: p.read_bytes() for p in exported.iterdir() if p.name != WRITTEN_RECORD}
+    assert hub.committed == published and len(published) > 15  # every file export wrote, byte for byte
+    assert told == []  # nothing left out: framelm's own record of what it wrote is local bookkeeping
     paths = [path for _, path, _ in hub.requests]
     assert paths[0] == "/api/repos/create" and json.loads(hub.requests[0][2])["visibility"] == "private"
     assert "/api/models/me/m/branch/v2" in paths and paths[-1] == "/api/models/me/m/commit/v2"
@@ -201,3 +209,46 @@ def test_push_timeouts_must_be_positive_seconds(exported, capsys, option, value)
     with pytest.raises(SystemExit):
         main([str(exported), "--repo-id", "me/m", option, value])
     assert "--timeout and --deadline must be positive numbers of seconds" in capsys.readouterr().err
+
+
+def test_push_sends_only_what_export_writes_and_names_everything_left_out(hub, exported, tmp_path, capsys):
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    outside = tmp_path / "credentials.json"
+    outside.write_text('{"aws_secret_access_key": "OUTSIDE-SECRET"}')
+    (folder / ".env").write_text("HF_TOKEN=hf_DOTENV_SECRET\n")
+    (folder / "notes.json").symlink_to(outside)  # a published-looking name, but a link to any file on the machine
+    (folder / "tokenizer.model").symlink_to(outside)
+    (folder / "extra").mkdir()
+    (folder / "extra" / "config.json").write_text('{"EXTRA_SECRET": 1}')
+    (folder / "optimizer_state.safetensors.old").write_text("stale")
+    from framelm.training.hub.push import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_TOKEN", "hf_test")
+        patch.setattr("huggingface_hub.constants.ENDPOINT", hub.url)  # HF_ENDPOINT, as read at import
+        assert main([str(folder), "--repo-id", "me/m", "--timeout", "10"]) == 0
+    sent = b"".join(hub.committed.values()) + b"".join(body for _, _, body in hub.requests)
+    for secret in (b"OUTSIDE-SECRET", b"hf_DOTENV_SECRET", b"EXTRA_SECRET", b"stale"):
+        assert secret not in sent  # not in any file committed, nor anywhere in any request
+    assert set(hub.committed) == {p.name for p in exported.iterdir() if p.name != WRITTEN_RECORD}
+    assert all(any(fnmatch.fnmatchcase(name, pattern) for pattern in PUBLISHED) for name in hub.committed)
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "left out, not sent: .env (a dotfile)",
+        "left out, not sent: extra/ (a folder: export writes none)",
+        "left out, not sent: notes.json (a symlink: it may point at any file on this machine)",
+        "left out, not sent: optimizer_state.safetensors.old (not a file `framelm export` writes)",
+        "left out, not sent: tokenizer.model (a symlink: it may point at any file on this machine)",
+    ]
+
+
+def test_a_required_file_that_is_a_symlink_counts_as_missing(hub, exported, tmp_path):
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to(tmp_path / "config.json")
+    with pytest.raises(PushError, match=r"is missing \['config.json'\]: push a folder written by `framelm export"):
+        push(folder, "me/m", endpoint=hub.url, token="hf_test", notify=lambda line: None)
+    assert hub.requests == []

@@ -216,5 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(*parsed)
     except (ValueError, FileNotFoundError) as err:  # user errors (bad records, a bad YAML): the message, no traceback
-        print(f"framelm data {command}: {err}", file=sys.stderr)
+        from framelm.processing.sources_framelm import redact  # a data URL's token or signature is never printed
+
+        print(f"framelm data {command}: {redact(str(err))}", file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from framelm.training.atomic_write import write_text_atomically
+
 
 def write_mp4(
     path: str | Path,
@@ -72,5 +74,5 @@ def write_frame_folder(
     for number, frame in enumerate(frames, start=1):
         Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(folder / f"{number:05d}.{ext}", **quality)
     if fps is not None:
-        folder.with_name(folder.name + ".json").write_text(json.dumps({"fps": fps}))
+        write_text_atomically(folder.with_name(folder.name + ".json"), json.dumps({"fps": fps}))
     return folder

@@ -89,7 +89,7 @@ def write_webdataset(
         for number, first in enumerate(range(0, count, shard_size)):
             tasks.append((name, number, first, order[start + first : start + min(first + shard_size, count)]))
         start += count
-    with folder_written_beside(out_dir) as partial:
+    with folder_written_beside(out_dir, "framelm data convert") as partial:  # refuses a folder convert did not write
         results = _run(tasks, dataset, str(partial), num_proc)
         problems = [p for r in results for p in r.problems]
         apply_bad_record_policy(problems, len(dataset), out_dir, bad_records)

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -144,8 +145,23 @@ def append_line(handle, record: dict) -> None:
     os.fsync(handle.fileno())
 
 
+def check_files_and_batch(args: argparse.Namespace) -> str | None:
+    """What is wrong with `--batch-size` or the two files, before a model is loaded; None when nothing is."""
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1, not {args.batch_size}"
+    if os.path.realpath(args.output_file) == os.path.realpath(args.prompt_file):
+        return (
+            f"--output-file {args.output_file} is the prompt file: answers would be appended to the prompts; "
+            "write them to another file"
+        )
+    return None
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if problem := check_files_and_batch(args):
+        print(f"framelm generate: error: {problem} (see `framelm generate --help`)", file=sys.stderr)
+        return 2
     import torch
     from tqdm.auto import tqdm
     from transformers import set_seed

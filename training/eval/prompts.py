@@ -109,6 +109,14 @@ def media_lists(record: dict) -> dict[str, list[str]]:
     return lists
 
 
+def _is_answer_line(line: bytes) -> bool:
+    try:
+        answer = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(answer, dict) and question_key(answer.get("question_id")) is not None
+
+
 def answered_keys(path: Path) -> set[str]:
     """Question ids (as text) already answered in an answer file. A torn last line (a run killed mid-write) is cut off
     so it is answered again; any other line that is not an answer is logged and left in place (its question, when it
@@ -117,7 +125,13 @@ def answered_keys(path: Path) -> set[str]:
         return set()
     data = path.read_bytes()
     keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
-    if len(keep) != len(data):
+    if len(keep) != len(data) and _is_answer_line(data[len(keep) :]):
+        # a whole answer that only lacks its newline (an editor, `head -c`, another tool): kept, and ended so that
+        # the next answer starts a line of its own
+        with path.open("ab") as f:
+            f.write(b"\n")
+        keep = data + b"\n"
+    elif len(keep) != len(data):
         logger.warning("%s ended in a torn line (interrupted run); it will be generated again", path)
         with path.open("r+b") as f:
             f.truncate(len(keep))

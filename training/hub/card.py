@@ -11,14 +11,16 @@ import math
 from importlib import resources
 from pathlib import Path
 
+from framelm.processing.sources_framelm import redact
 from framelm.training.data.paths import is_hub_id
 
 LLAVA_BENCH = ("liuhaotian/llava-bench-in-the-wild", "LLaVA-Bench (In-the-Wild)")
 
 
 def public_name(name: str) -> str:
-    """What may be published of a name: a Hub id as it is, a local path as its base name."""
-    return name if is_hub_id(name) else Path(name.rstrip("/\\")).name
+    """What may be published of a name: a Hub id as it is, a local path or a URL as its base name (a URL's user,
+    token and signed query removed first)."""
+    return name if is_hub_id(name) else Path(redact(name).rstrip("/\\")).name
 
 
 def evaluation_from_judge(path: Path, candidate: str | None) -> dict:

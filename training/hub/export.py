@@ -10,20 +10,41 @@ the processor with its chat template, generation_config.json, and a README.md mo
 Nothing local is published: a local dataset path or tower folder appears in the card, the run record and config.json
 by its base name only (and never in the card's `datasets:` / `base_model:`, which name Hub repositories). The folder
 is written beside `--out` and renamed into place at the end, so an interrupted export leaves no folder that looks
-complete, and the next export writes over what it left.
+complete, and the next export writes over what it left. An existing `--out` is replaced only when it is an earlier
+export, unchanged in kind: a folder holding anything export did not write is refused.
+
+`PUBLISHED` lists every file name export may write; export checks its own output against it, and `framelm push`
+uploads only what matches it, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from framelm.training.atomic_write import folder_written_beside
+from framelm.processing.sources_framelm import redact
+from framelm.training.atomic_write import folder_written_beside, refuse_foreign
 from framelm.training.data.paths import is_hub_id
 from framelm.training.hub.card import evaluation_from_judge, public_name, write_card
+
+WRITTEN_BY = "framelm export"
+# What `save_pretrained` of the model and the processor, the card and the run record write (top level only).
+PUBLISHED = (
+    "README.md", "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+    "model.safetensors.index.json", "*_framelm.py", "processor_config.json", "preprocessor_config.json",
+    "video_preprocessor_config.json", "chat_template.jinja", "chat_template.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json",
+    "vocab.txt", "merges.txt", "spiece.model", "framelm_run.json",
+)  # fmt: skip
+
+
+def is_published(name: str) -> bool:
+    """Whether a top-level file name in an exported folder is one that export writes."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in PUBLISHED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +95,7 @@ def _publish_local_names(names: list[str], local_names: dict[str, str]) -> list[
     published = []
     for name in names:
         if name and not is_hub_id(name):
-            local_names[name] = public_name(name)
+            local_names[redact(name)] = public_name(name)  # printed: a URL without its token or signature
         published.append(public_name(name) if name else name)
     return published
 
@@ -97,15 +118,14 @@ def export(
     from framelm.training.run_record import RUN_RECORD, read_run_record
 
     source, out = Path(model_dir), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not an empty folder: export into a new folder")
+    refuse_foreign(out, WRITTEN_BY, "export into a new folder")
     evaluation = evaluation_from_judge(Path(eval_results), candidate) if eval_results else None
     model = load_for_export(source, merge_lora)
     processor = FrameLMProcessor.from_pretrained(source)
     run = read_run_record(source)
     result = Exported(folder=out)
     datasets = datasets or (run or {}).get("datasets", [])
-    with folder_written_beside(out) as partial:
+    with folder_written_beside(out, WRITTEN_BY) as partial:
         write_card(
             model,
             processor,
@@ -128,6 +148,8 @@ def export(
             (partial / RUN_RECORD).write_text(json.dumps(published_run, indent=2) + "\n")
         _publish_local_names(datasets, result.local_names)
         _check_no_local_paths(partial, [str(source.resolve()), *result.local_names])
+        unknown = sorted(p.name for p in partial.iterdir() if not is_published(p.name))
+        assert not unknown, f"export wrote {unknown}, which PUBLISHED does not list (push would leave them out): a bug"
     return result
 
 
@@ -159,7 +181,8 @@ def main(argv: list[str]) -> int:
         print(f"framelm export: error: {err}", file=sys.stderr)
         return 2
     out = exported.folder
-    print(f"wrote a Hub-ready FrameLM to {out} ({len(list(out.iterdir()))} files, README.md model card included)")
+    files = sum(is_published(p.name) for p in out.iterdir())
+    print(f"wrote a Hub-ready FrameLM to {out} ({files} files, README.md model card included)")
     for local, name in exported.local_names.items():
         print(f"  local path {local} is published as {name!r} only (not a Hub id: left out of the card metadata)")
     return 0

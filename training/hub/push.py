@@ -8,7 +8,9 @@ The token comes from `hf auth login` or the HF_TOKEN environment variable (huggi
 HF_ENDPOINT. `upload_folder` uploads large folders in resumable batches when `hf_xet` is installed: after a cut,
 rerun the same command and what is already on the Hub is not sent again.
 
-Only folders written by `framelm export` are pushed: a folder holding pickles (`*.bin`, `*.pt`, `*.pth`, `*.pkl`:
+Only what `framelm export` writes is pushed: the top-level files whose names export's `PUBLISHED` list matches. A
+symlink (it may point at any file on the machine), a dotfile (`.env`, `.git`), a subfolder or any other file is left
+out, and the push says so, file by file. A folder holding pickles (`*.bin`, `*.pt`, `*.pth`, `*.pkl`:
 optimizer, scheduler and RNG states of a training output_dir; loading a pickle runs code) or lacking the model card
 is refused before anything is sent. Every HTTP exchange stalls at most `--timeout` seconds, and the whole push ends
 by `--deadline`, so an endpoint that accepts connections and never answers ends with an error, not a hang.
@@ -18,10 +20,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
+import os
+import stat
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+from framelm.training.atomic_write import WRITTEN_RECORD
+from framelm.training.hub.export import is_published
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("README.md", "config.json", "processor_config.json", "modeling_framelm.py")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -63,8 +74,9 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:LISTED]) + more
 
 
-def check_folder(folder: Path) -> None:
-    """Refuse a folder that `framelm export` did not write: one holding pickles, or lacking the card or the code."""
+def check_folder(folder: Path) -> tuple[list[str], dict[str, str]]:
+    """(the files to send, {left-out entry: why}) of a folder `framelm export` wrote; PushError for one holding
+    pickles, or lacking the card or the code among the files to send."""
     if not folder.is_dir():
         raise PushError(f"{folder}: no such folder; push the --out folder of `framelm export`")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -75,12 +87,28 @@ def check_folder(folder: Path) -> None:
             f"It looks like a training output_dir; write a Hub folder (safetensors only) with "
             f"`framelm export {folder} --out {folder}-hub` and push that"
         )
-    missing = [name for name in REQUIRED_FILES if name not in files]
+    send, left_out = [], {}
+    for entry in sorted(os.listdir(folder)):
+        mode = os.lstat(folder / entry).st_mode
+        if entry == WRITTEN_RECORD:
+            continue  # framelm's own record of what it wrote: local bookkeeping
+        if stat.S_ISLNK(mode):
+            left_out[entry] = "a symlink: it may point at any file on this machine"
+        elif entry.startswith("."):
+            left_out[entry] = "a dotfile"
+        elif stat.S_ISDIR(mode):
+            left_out[entry + "/"] = "a folder: export writes none"
+        elif not stat.S_ISREG(mode) or not is_published(entry):
+            left_out[entry] = "not a file `framelm export` writes"
+        else:
+            send.append(entry)
+    missing = [name for name in REQUIRED_FILES if name not in send]
     fix = "push a folder written by `framelm export MODEL --out FOLDER`"
     if "README.md" in missing:
         raise PushError(f"{folder} has no model card (README.md): {fix}, which writes the card from the run")
     if missing:
         raise PushError(f"{folder} is missing {missing}: {fix}")
+    return send, left_out
 
 
 def resolve_token(token: str | None) -> str:
@@ -105,14 +133,18 @@ def push(
     endpoint: str | None = None,
     timeout: float = 60.0,
     deadline: float = 6 * 3600.0,
+    notify: Callable[[str], None] | None = None,
 ):
-    """Create the repository (and branch) if needed and upload the folder; returns the last commit's info.
+    """Create the repository (and branch) if needed and upload the folder's published files; returns the last
+    commit's info. Each entry left out is told to `notify` (default: a logged warning) before anything is sent.
 
     The upload runs in a daemon thread that this call waits for at most `deadline` seconds: huggingface_hub's own
     timeouts bound each network read, not a whole upload, and its xet uploads none at all.
     """
     folder = Path(folder)
-    check_folder(folder)
+    send, left_out = check_folder(folder)
+    for entry, why in left_out.items():
+        (notify or logger.warning)(f"left out, not sent: {entry} ({why})")
     from huggingface_hub import HfApi, close_session, constants, get_session
 
     if constants.HF_HUB_OFFLINE:
@@ -131,6 +163,7 @@ def push(
                 repo_id=repo_id,
                 repo_type="model",
                 folder_path=folder,
+                allow_patterns=[_exact(name) for name in send],  # these files and nothing else
                 commit_message=commit_message,
                 revision=revision,
                 create_pr=create_pr,
@@ -154,6 +187,11 @@ def push(
         http = importlib.import_module(type(session).__module__.split(".")[0])  # httpx or httpx2: the session's
         raise PushError(_explain(outcome["error"], api.endpoint, timeout, http)) from None
     return outcome["info"]
+
+
+def _exact(name: str) -> str:
+    """An fnmatch pattern matching `name` only (brackets around each wildcard character)."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
 def _explain(error: BaseException, endpoint: str, timeout: float, http) -> str:
@@ -189,6 +227,7 @@ def main(argv: list[str]) -> int:
             commit_message=args.commit_message,
             timeout=args.timeout,
             deadline=args.deadline,
+            notify=lambda line: print(line, file=sys.stderr),
         )
     except PushError as err:
         print(f"framelm push: error: {err}", file=sys.stderr)

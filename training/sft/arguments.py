@@ -115,9 +115,9 @@ def checkpoint_to_resume(value, output_dir: str | None) -> str | None:
     if text.lower() in ("false", "no", "none", ""):
         return None
     if text.lower() in ("true", "yes", "last"):
-        from transformers.trainer_utils import get_last_checkpoint
+        from framelm.training.sft.checkpoints import last_complete_checkpoint  # a torn newest one is passed over
 
-        last = get_last_checkpoint(output_dir) if output_dir and os.path.isdir(output_dir) else None
+        last = last_complete_checkpoint(output_dir) if output_dir and os.path.isdir(output_dir) else None
         if last is None:
             raise ValueError(
                 f"--resume_from_checkpoint {text}: --output_dir {output_dir} holds no checkpoint-N folder to resume "

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = run(script_args, data_args, training_args, model_args)
     except DataError as err:  # the message names the records or the file and the fixes: a traceback would bury it
-        print(f"framelm train: {err}", file=sys.stderr)
+        from framelm.processing.sources_framelm import redact  # a data URL's token or signature is never printed
+
+        print(f"framelm train: {redact(str(err))}", file=sys.stderr)
         return 1
     trainer.end()  # finish the trackers and leave the process group, last, as TRL's `trl sft` does
     return 0

@@ -20,13 +20,16 @@ line ("8 7") and then an explanation. Where this departs from NeMo's `mixtral_ev
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from framelm.training.eval.judge.backends import JudgeUnavailableError, make_judge
+from framelm.processing.sources_framelm import redact
+from framelm.training.eval.judge.backends import ChatJudge, JudgeUnavailableError
 from framelm.training.eval.judge.inputs import (
     JudgeInputError,
     Task,
@@ -40,6 +43,9 @@ from framelm.training.eval.judge.protocol import FORMULA, format_table, summariz
 from framelm.training.eval.judge.store import fresh_reviews, load_reviews, run_reviews, write_output
 
 logger = logging.getLogger(__name__)
+
+OPENAI_HOST = "api.openai.com"  # the one server $OPENAI_API_KEY goes to without --api-key-env
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,10 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     http = parser.add_argument_group("HTTP judge")
     http.add_argument(
         "--api-key-env",
-        default="OPENAI_API_KEY",
+        default=None,
         metavar="VAR",
-        help="Environment variable holding "
-        "the API key: sent as a Bearer token, never logged or saved (unset: no Authorization header).",
+        help="Environment variable holding the API key, sent as a Bearer token, never logged or saved. Without it, "
+        f"${DEFAULT_KEY_ENV} is sent to https://{OPENAI_HOST} only, and no key to any other server. A key never "
+        "goes over plain http except to this machine (127.0.0.1, ::1, localhost).",
     )
     http.add_argument(
         "--timeout",
@@ -182,6 +189,79 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="Device for --judge-model (auto: cuda if available, else cpu)."
     )
     return parser
+
+
+def read_api_key(env_var: str) -> str | None:
+    """The API key in `$env_var`, stripped (a key read from a CRLF file ends in "\\r"); None when unset or empty.
+
+    A key with a character an HTTP header cannot carry is refused by position, never echoed: the HTTP library's own
+    error would quote the whole header value.
+    """
+    key = os.environ.get(env_var, "").strip()
+    bad = next((index for index, char in enumerate(key) if not 33 <= ord(char) <= 126), None)
+    if bad is not None:
+        raise ValueError(
+            f"${env_var} holds a space, control or non-ASCII character at position {bad} of the key: "
+            "set it to the key alone"
+        )
+    return key or None
+
+
+def _on_this_machine(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def api_key_for(url: str, api_key_env: str | None) -> str | None:
+    """The key to send to `url`: from `$api_key_env` when the user named one, else `$OPENAI_API_KEY` for the OpenAI
+    API only. ValueError when a key would cross the network in clear text (plain http to another machine)."""
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname
+    except ValueError as err:
+        raise ValueError(f"--judge-url {redact(url)} is not a URL ({err})") from None
+    if api_key_env is None and not (scheme == "https" and host == OPENAI_HOST):
+        if os.environ.get(DEFAULT_KEY_ENV):
+            logger.info("$%s is not sent to %s, which is not the OpenAI API: pass --api-key-env %s to send it",
+                        DEFAULT_KEY_ENV, redact(url), DEFAULT_KEY_ENV)  # fmt: skip
+        return None
+    env = api_key_env or DEFAULT_KEY_ENV
+    key = read_api_key(env)
+    if key is None:
+        logger.info("$%s is not set: requests carry no Authorization header", env)
+    elif scheme != "https" and not _on_this_machine(host):
+        raise ValueError(
+            f"${env} would travel in clear text to {redact(url)}: use an https URL, or a server on this machine "
+            "(127.0.0.1); a key is never sent over plain http to another host"
+        )
+    return key
+
+
+def make_judge(args: argparse.Namespace, url: str | None, name: str) -> ChatJudge:
+    """The HTTP judge at `url` (with the key `api_key_for` allows), or else the local causal LM `--judge-model`."""
+    if url:
+        from framelm.training.eval.judge.http_judge import OpenAIChatJudge
+
+        return OpenAIChatJudge(
+            url,
+            name,
+            api_key_for(url, args.api_key_env),
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            timeout=args.timeout,
+            retries=args.http_retries,
+            backoff=args.http_backoff,
+        )
+    from framelm.training.eval.judge.local_judge import TransformersChatJudge
+
+    assert args.judge_model, "make_judge needs url or judge_model: main checks one is given"
+    return TransformersChatJudge(
+        args.judge_model, name, temperature=args.temperature, max_tokens=args.max_tokens, device=args.device
+    )
 
 
 def _load_tasks(args, names: list[str], judge_name: str) -> list[Task]:
@@ -246,20 +326,9 @@ def main(argv: list[str]) -> int:
     )
     if pending:
         try:
-            judge = make_judge(
-                name=judge_name,
-                url=url,
-                judge_model=args.judge_model,
-                api_key_env=args.api_key_env,
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                timeout=args.timeout,
-                retries=args.http_retries,
-                backoff=args.http_backoff,
-                device=args.device,
-            )
-        except ValueError as error:  # an API key no HTTP header can carry, a local judge without a chat template
-            print(f"framelm judge: error: {error}", file=sys.stderr)
+            judge = make_judge(args, url, judge_name)
+        except ValueError as error:  # a key no header can carry or sent in clear, a judge without a chat template
+            print(f"framelm judge: error: {redact(str(error))}", file=sys.stderr)
             return 2
         try:
             run_reviews(
@@ -273,7 +342,7 @@ def main(argv: list[str]) -> int:
                 parallel=args.parallel if url else 1,
             )
         except (JudgeUnavailableError, KeyboardInterrupt) as error:
-            reason = str(error) or "interrupted"
+            reason = redact(str(error)) or "interrupted"
             print(
                 f"framelm judge: {reason}\n{failure_counts(judge)}the reviews so far are in {args.output}: rerun to "
                 "resume",

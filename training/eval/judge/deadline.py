@@ -16,69 +16,45 @@ read still holds it.
 from __future__ import annotations
 
 import contextvars
-import socket
-import threading
 from typing import Any
+
+from framelm.processing.sources_framelm import SocketDeadline
 
 _CURRENT: contextvars.ContextVar[ReplyDeadline | None] = contextvars.ContextVar("framelm_reply_deadline", default=None)
 # httpcore trace events whose return value is the network stream of a new connection (TLS wraps the TCP stream)
 _STREAM_EVENTS = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 
 
-class ReplyDeadline:
-    """Shuts down the sockets of the requests sent inside `with ReplyDeadline(seconds):` once `seconds` have passed.
+class ReplyDeadline(SocketDeadline):
+    """The payload's fetch watchdog (`SocketDeadline`: a timer that shuts down the sockets it tracks), fed by httpx:
+    it shuts down the sockets of the requests sent inside `with ReplyDeadline(seconds):` once `seconds` have passed.
 
     One per request, in the thread that sends it (a context variable ties the request to its deadline), so parallel
     judge calls each keep their own.
     """
 
     def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.expired = False
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._finished = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        super().__init__(seconds)
         self._token: contextvars.Token | None = None
 
     def __enter__(self) -> ReplyDeadline:
         self._token = _CURRENT.set(self)
-        self._timer.start()
+        super().__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._timer.cancel()
+        super().__exit__(*exc_info)
         with self._lock:
-            self._finished = True  # a timer firing now must not touch a socket that may serve another request
+            self._sockets.clear()  # a timer firing now must not touch a socket that may serve another request
         _CURRENT.reset(self._token)
 
-    def _expire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
-
     def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's `trace` callback: remember the socket of each new connection (shut it if already expired)."""
+        """httpcore's `trace` callback: track the socket of each new connection (shut at once if already expired)."""
         if event not in _STREAM_EVENTS or info.get("return_value") is None:
             return
         sock = info["return_value"].get_extra_info("socket")
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed by httpx, or never connected
-        pass
+        if sock is not None:
+            self.track(sock)
 
 
 def attach_reply_deadline(request) -> None:

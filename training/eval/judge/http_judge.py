@@ -7,19 +7,27 @@ What framelm adds to the client, and why:
     MAX_RETRY_AFTER, backs off `backoff`, `2 * backoff`, ... seconds otherwise, counts every failure by kind for
     the run's report, and logs each retry with the key redacted;
   - the API key never leaves in anything but the Authorization header: every reply, log line and error message is
-    redacted before it is cut or stored, so a server that echoes the key back cannot put it into the review file.
+    redacted before it is cut or stored, so a server that echoes the key back cannot put it into the review file;
+    the URL is shown without its user, password, query (`?api-key=`) and fragment;
+  - a cap on each reply, MAX_REPLY_BYTES as sent (compression is declined): a server sending 100 MB is cut off at
+    the cap instead of being held whole in memory. A reply over the cap, one that is not UTF-8, or JSON nested too
+    deeply to parse is a counted, retried failure ("unreadable reply"), like any other reply that is no completion.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import email.utils
+import importlib
 import json
 import logging
 import math
 import threading
 import time
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+from framelm.processing.sources_framelm import redact
 from framelm.training.eval.judge.backends import JudgeUnavailableError, Message
 from framelm.training.eval.judge.deadline import ReplyDeadline, attach_reply_deadline
 
@@ -27,6 +35,60 @@ logger = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 120.0  # seconds: a server asking for a longer wait stops the run (rerun later), no silent sleep
 SNIPPET = 300  # characters of a bad reply quoted in an error, cut after redaction
+MAX_REPLY_BYTES = 4 << 20  # 4 MiB: a judge reply of --max-tokens 1024 is a few KB; more is a broken or hostile server
+
+
+class ReplyTooLargeError(Exception):
+    """A reply past MAX_REPLY_BYTES: raised inside the HTTP client while the body is read, which stops reading it."""
+
+
+def _cap_reply(response) -> None:
+    """httpx `response` event hook: refuse a declared length over the cap, and count the bytes of the body as they
+    arrive so that an undeclared (chunked, or closed-at-end) one stops at the cap too."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_REPLY_BYTES:
+        raise ReplyTooLargeError(f"the reply is {int(length):,} bytes, more than the {MAX_REPLY_BYTES:,} accepted")
+    http = importlib.import_module(type(response).__module__.split(".")[0])  # httpx or httpx2: the client's own
+
+    class CappedStream(http.SyncByteStream):
+        def __init__(self, stream):
+            self.stream, self.seen = stream, 0
+
+        def __iter__(self):
+            for chunk in self.stream:
+                self.seen += len(chunk)
+                if self.seen > MAX_REPLY_BYTES:
+                    raise ReplyTooLargeError(f"the reply passed the {MAX_REPLY_BYTES:,} bytes accepted")
+                yield chunk
+
+        def close(self) -> None:
+            self.stream.close()
+
+    response.stream = CappedStream(response.stream)
+
+
+def _without(text: str, secrets) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """On the HTTP libraries' loggers: their lines (httpx logs every request URL at INFO, query included) without a
+    judge's secrets or any URL's credentials."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(_without(record.getMessage(), set(self.secrets))), None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+for _name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "openai._base_client"):
+    logging.getLogger(_name).addFilter(_LOG_FILTER)
 
 
 class _RetryableFailure(Exception):
@@ -90,9 +152,16 @@ class OpenAIChatJudge:
     ):
         import openai
 
-        self.url = f"{base_url(url)}/chat/completions"
+        parts = urlsplit(url)  # credentials in the URL travel as what they are, never inside the URL it logs
+        user = (unquote(parts.username or ""), unquote(parts.password or ""))
+        query = dict(parse_qsl(parts.query))  # e.g. ?api-key=... (Azure): sent with every request
+        clean = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        self.url = f"{base_url(clean)}/chat/completions"  # as shown in messages
         self.name = name
         self._api_key = api_key or None
+        basic = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode() if user[0] else ""
+        self._secrets = [s for s in (self._api_key, user[1], basic, *query.values()) if s and len(s) >= 4]
+        _LOG_FILTER.secrets.update(self._secrets)
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.timeout = timeout
@@ -103,21 +172,32 @@ class OpenAIChatJudge:
         http_client = openai.DefaultHttpxClient(
             timeout=timeout,
             follow_redirects=False,  # a redirect would carry the key to another host, and turn the POST into a GET
-            event_hooks={"request": [attach_reply_deadline]},
+            event_hooks={"request": [attach_reply_deadline], "response": [_cap_reply]},
+            auth=user if user[0] else None,
         )
         # The key is always passed: left out, the client would read $OPENAI_API_KEY and send it to this server.
         self._client = openai.OpenAI(
-            api_key=self._api_key or "unused", base_url=base_url(url), max_retries=0, http_client=http_client
+            api_key=self._api_key or "unused",
+            base_url=base_url(clean),
+            default_query=query or None,
+            max_retries=0,
+            http_client=http_client,
         )
         # "Connection: close": a fresh connection per request, whose socket the deadline learns when it opens
-        self._headers = {"Connection": "close"} | ({} if self._api_key else {"Authorization": openai.Omit()})
+        self._headers = {"Connection": "close", "Accept-Encoding": "identity"}  # identity: the cap counts real bytes
+        self._headers |= {} if self._api_key else {"Authorization": openai.Omit()}
 
     def __repr__(self) -> str:
         return f"OpenAIChatJudge(url={self.url!r}, name={self.name!r})"
 
     def redact(self, text: str) -> str:
-        """`text` without the API key: applied to everything this judge returns, raises or logs."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """`text` without the API key (nor the URL's password or query values): applied to everything this judge
+        returns, raises or logs."""
+        return _without(text, self._secrets)
+
+    def _shown(self, text: str) -> str:
+        """An error detail as it may be shown: without the key, and its URLs without credentials."""
+        return redact(self.redact(text))
 
     def chat(self, messages: list[Message]) -> str:
         problem, kind = "", ""
@@ -165,13 +245,20 @@ class OpenAIChatJudge:
             except openai.APIConnectionError as error:
                 if deadline.expired:
                     raise _RetryableFailure("timeout", f"no complete reply within {self.timeout:g} s") from None
+                if isinstance(error.__cause__, ReplyTooLargeError):
+                    raise _RetryableFailure("unreadable reply", str(error.__cause__)) from None
                 reason = str(error.__cause__ or error) or type(error).__name__
-                raise _RetryableFailure("connection error", self.redact(reason)) from None
+                raise _RetryableFailure("connection error", self._shown(reason)) from None
+            except ReplyTooLargeError as error:  # raised while the client read the body
+                raise _RetryableFailure("unreadable reply", str(error)) from None
+            except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deeply to parse
+                detail = f"the reply cannot be parsed ({type(error).__name__}: {self._shown(str(error))[:SNIPPET]})"
+                raise _RetryableFailure("unreadable reply", detail) from None
         return self._reply_text(completion)
 
     def _status_failure(self, error) -> Exception:
         status = error.status_code
-        detail = self.redact(error.response.text.strip())[:SNIPPET]  # redacted first: a cut key would slip through
+        detail = self._shown(error.response.text.strip())[:SNIPPET]  # redacted first: a cut key would slip through
         if status >= 500 or status in (408, 409, 429):
             wait = retry_after_seconds(error.response.headers.get("retry-after")) if status in (429, 503) else None
             return _RetryableFailure(f"HTTP {status}", f"HTTP {status} {detail}".strip(), wait)
@@ -187,7 +274,7 @@ class OpenAIChatJudge:
                 content = json.loads(completion)["choices"][0]["message"]["content"]
             else:
                 content = completion.choices[0].message.content
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
             snippet = self.redact(completion if isinstance(completion, str) else repr(completion))[:SNIPPET]
             raise _RetryableFailure(
                 "unreadable reply", f"the reply is not an OpenAI chat completion: {snippet!r}"
