@@ -73,10 +73,13 @@ def local_path(source: str) -> str:
 
 def redact(url: str) -> str:
     """The URL without user, password, query and fragment: what error messages and logs may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+    except ValueError:  # "https://[::1", a port over 65535: show the scheme only, never raise while reporting
+        return url.split("://", 1)[0][:16] + "://(malformed URL)"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -351,8 +354,10 @@ def _fetch_fsspec(url: str, limits: FetchLimits, write: Callable[[bytes], object
         raise ImportError(f"cannot read {shown}: {error}; {install_hint(scheme)}") from error
     if isinstance(error, ValueError) and "protocol" in str(error).lower():
         raise ValueError(f"cannot read {shown}: fsspec knows no {scheme}:// filesystem ({error})") from error
-    if error is not None:
+    if isinstance(error, (OSError, ValueError)):
         raise error
+    if error is not None:  # e.g. botocore's NoCredentialsError: still one file that cannot be read
+        raise OSError(f"cannot read {shown}: {type(error).__name__}: {error}") from error
     write(outcome["data"])
 
 

@@ -71,7 +71,7 @@ def load_samples(data: DataArguments) -> LoadedSamples:
         return _limited(load_shards(data), data.max_samples)
     if os.path.isdir(path) and is_saved_dataset(path) and _is_converted(path):
         return _limited(_load_converted(str(path)), data.max_samples)
-    entries = mixture_entries(path, data.data_format)
+    entries = mixture_entries(path, data.data_format, data.trust_preprocess_code)
     parts, formats, total = [], {}, 0
     for entry in entries:
         with reading(entry):
@@ -110,10 +110,10 @@ def load_samples(data: DataArguments) -> LoadedSamples:
     return _split(rows, total, formats, str(path))
 
 
-def mixture_entries(path: str, format: str = "auto") -> list[MixtureEntry]:
+def mixture_entries(path: str, format: str = "auto", trust_code: bool = False) -> list[MixtureEntry]:
     """The entries of a mixture YAML, or one entry reading all of a data file or dataset."""
     if is_mixture(path):
-        return load_mixture(path)
+        return load_mixture(path, trust_code)
     return [MixtureEntry(name=posixpath.basename(str(path).rstrip("/")), json_path=str(path), format=format)]
 
 

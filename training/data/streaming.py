@@ -53,7 +53,7 @@ def stream_samples(data: DataArguments) -> datasets.IterableDataset:
         files, manifest = shard_source(data.dataset, data.dataset_split)
         rows = stream_shards(files, manifest)
         return rows.take(data.max_samples) if data.max_samples else rows
-    entries = mixture_entries(data.dataset, data.data_format)
+    entries = mixture_entries(data.dataset, data.data_format, data.trust_preprocess_code)
     parts, sizes = [], []
     for entry in entries:
         job = entry_job(entry, str(data.dataset), len(entries), data)
