@@ -233,7 +233,8 @@ def test_mixture_yaml_errors_name_the_entry_and_key(tmp_path, entries, message):
          r"dataset 1 \(a\): cannot read http:// URLs: HTTPFileSystem requires \"requests\" and \"aiohttp\""),
         ("- json_path: nope://bucket/a.jsonl\n",
          r"dataset 1: json_path reference 'nope://bucket/a.jsonl' is refused: the nope:// scheme is not allowed"),
-        ("- json_path: local:///etc/a.jsonl\n", r"is refused: the local:// scheme is not allowed \(allowed: http, https"),
+        ("- json_path: local:///etc/a.jsonl\n",
+         r"is refused: the local:// scheme is not allowed \(allowed: http, https"),
     ],
 )  # fmt: skip
 def test_mixture_mistakes_are_one_message_naming_the_entry(tmp_path, missing_fsspec_backends, text, message):
