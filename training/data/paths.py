@@ -38,6 +38,8 @@ REMOTE_SCHEMES = ("http", "https", "s3", "gs", "hf")
 # "." or ".." components, empty components or a trailing "/": a relative path that needs normalizing
 _NEEDS_NORMALIZING = re.compile(r"(?:^|/)\.\.?(?:/|$)|//|/$")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_PROTOCOL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)(://|::)")  # fsspec chains protocols with "::"
+_CHAINED = re.compile(r"::[A-Za-z][A-Za-z0-9+.-]*(?:://|::)")
 _UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
 REFERENCE_FIX = (
     "use a path under the root folder, or an http(s)://, s3://, gs:// or hf:// URL "
@@ -101,14 +103,14 @@ def looks_like_url(reference: str) -> bool:
 
 def _check_remote(url: str) -> str:
     """`url`'s scheme when it is an allowed, well-formed remote URL; raises RefusedReference saying why not."""
-    match = _SCHEME.match(url)
+    match = _PROTOCOL.match(url)
     if not match:
         raise RefusedReference(url, "not a path and not a URL of the form scheme://host/path")
     scheme = match.group(1).lower()
-    if "::" in url:
-        raise RefusedReference(url, "a chained fsspec URL (`a::b://...`) is not allowed")
     if scheme not in REMOTE_SCHEMES:
         raise RefusedReference(url, f"the {scheme}:// scheme is not allowed (allowed: {', '.join(REMOTE_SCHEMES)})")
+    if match.group(2) == "::" or _CHAINED.search(url):
+        raise RefusedReference(url, "a chained fsspec URL (`a::b://...`) is not allowed")
     if _UNSAFE_URL_CHARACTERS.search(url):
         raise RefusedReference(url, "a URL may not hold spaces or control characters (percent-encode them)")
     try:
@@ -223,33 +225,50 @@ def _real(path: str) -> tuple[str, str]:
         return real_folder, "dir"
     real = f"{real_folder.rstrip('/')}/{name}"
     what = odd.get(name, "")
+    if not what and name not in odd.names:  # created after the folder was listed, or missing: look at it
+        try:
+            mode = os.lstat(real).st_mode
+        except (OSError, ValueError):
+            return real, ""
+        what = "link" if stat.S_ISLNK(mode) else _kind(mode)
     if what == "link":
         real = os.path.realpath(real)
         try:
             mode = os.stat(real).st_mode
         except (OSError, ValueError):
             return real, ""
-        what = "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
+        what = _kind(mode)
     return real, what
 
 
-def _real_folder(folder: str) -> tuple[str, dict[str, str]]:
-    """(realpath, {name: "link" | "dir" | "other"} of what in it is not a regular file). Absolute folders are cached:
-    records share a few folders, so a million paths cost a few directory reads instead of a million `lstat`s. A
-    relative folder depends on the working directory and is looked up each time."""
+def _kind(mode: int) -> str:
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
+
+
+class _Listing(dict):
+    """{name: "link" | "dir" | "other"} of what in a folder is not a regular file; `names`: every name in it."""
+
+    names: frozenset[str] = frozenset()
+
+
+def _real_folder(folder: str) -> tuple[str, _Listing]:
+    """(realpath, its listing). Absolute folders are cached: records share a few folders, so a million paths cost a
+    few directory reads instead of a million `lstat`s (a name the listing lacks is looked at on its own). A relative
+    folder depends on the working directory and is looked up each time."""
     return _absolute_folder(folder) if folder.startswith("/") else _folder_info(folder or ".")
 
 
-@functools.lru_cache(maxsize=4096)
-def _absolute_folder(folder: str) -> tuple[str, dict[str, str]]:
+@functools.lru_cache(maxsize=1024)
+def _absolute_folder(folder: str) -> tuple[str, _Listing]:
     return _folder_info(folder)
 
 
-def _folder_info(folder: str) -> tuple[str, dict[str, str]]:
-    odd = {}
+def _folder_info(folder: str) -> tuple[str, _Listing]:
+    odd, names = _Listing(), []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
+                names.append(entry.name)
                 if entry.is_symlink():
                     odd[entry.name] = "link"
                 elif entry.is_dir(follow_symlinks=False):
@@ -258,6 +277,7 @@ def _folder_info(folder: str) -> tuple[str, dict[str, str]]:
                     odd[entry.name] = "other"
     except (OSError, ValueError):  # missing, not a folder, or unreadable: nothing in it can point elsewhere
         pass
+    odd.names = frozenset(names)
     return os.path.realpath(folder), odd
 
 
