@@ -153,8 +153,9 @@ def test_training_reads_leave_out_or_stop_at_each_hostile_record(hostile):
 
 def test_convert_to_webdataset_embeds_nothing_from_outside_the_root(hostile, capsys):
     out = hostile["root"].parent / "shards"
+    cache = str(hostile["root"].parent / "cache")
     argv = ["convert", str(hostile["data"]), "--to", "webdataset", "--out", str(out), "--split", "1,0,0",
-            "--bad-records", "skip", "--num-proc", "1", "--cache-dir", str(hostile["root"].parent / "cache")]  # fmt: skip
+            "--bad-records", "skip", "--num-proc", "1", "--cache-dir", cache]  # fmt: skip
     with watching_opens() as watch:
         assert data_main(argv) == 0
     assert secret_opened(watch.opened, hostile["outside"]) == []
