@@ -318,3 +318,21 @@ def test_trust_preprocess_code_opts_in_but_never_for_a_remote_yaml(tmp_path, cap
         with pytest.raises(MixtureError, match="in a mixture fetched from a URL: framelm never imports code"):
             load_mixture(server.url("/mix.yaml"), trust_code=True)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_framelm_train_refuses_then_skips_the_hostile_records(hostile, tiny_model_dir):
+    from framelm.training.sft.train import parse_args, run
+
+    out = hostile["root"].parent / "run"
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(hostile["data"]), "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--max_steps", "1", "--dataloader_num_workers", "0",
+            "--report_to", "none", "--save_strategy", "no", "--activation_checkpointing", "false",
+            "--cache_dir", str(hostile["root"].parent / "cache")]  # fmt: skip
+    with pytest.raises(ValueError, match=r"10 of 13 records cannot be used:\n.*data.jsonl:4 \(id=file-url-outside\)"):
+        run(*parse_args(argv))
+    with watching_opens() as watch:
+        trainer = run(*parse_args([*argv, "--bad_records", "skip"]))
+    assert sorted(trainer.train_dataset["id"]) == sorted(GOOD)
+    assert json.loads((out / "framelm_run.json").read_text())["skipped_records"] == 10
+    assert secret_opened(watch.opened, hostile["outside"]) == []

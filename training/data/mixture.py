@@ -29,15 +29,12 @@ from __future__ import annotations
 import importlib
 import math
 import posixpath
-import re
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 
 import datasets
 import fsspec
-import numpy as np
 import yaml
 
 from framelm.processing.sources_framelm import FetchLimits, fetch_bytes, install_hint
@@ -45,9 +42,8 @@ from framelm.training.data.formats import FORMATS
 from framelm.training.data.formats.shown import short_repr
 from framelm.training.data.paths import RefusedReference, is_remote, looks_like_url, resolve_media_path
 from framelm.training.data.policy import DataError
+from framelm.training.data.source_types import JSON_SUFFIXES, TABLE_BUILDERS, MixtureEntry, SamplingStrategy
 from framelm.training.data.sources import (
-    JSON_SUFFIXES,
-    TABLE_BUILDERS,
     folder_of,
     is_dataset_reference,
     resolve_entry_path,
@@ -55,7 +51,6 @@ from framelm.training.data.sources import (
 
 PREPROCESS_FNS: dict[str, Callable] = {}
 MIXTURE_FETCH = FetchLimits(timeout=60.0, max_bytes=16 << 20)  # a remote mixture YAML: a small text file
-STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
 DATA_SUFFIXES = (*JSON_SUFFIXES, *TABLE_BUILDERS)
 
 
@@ -116,99 +111,6 @@ def get_preprocess(name: str, trust_code: bool = False, remote: bool = False) ->
             "--trust-preprocess-code"
         )
     return PREPROCESS_FNS[name]
-
-
-@dataclass(frozen=True)
-class SamplingStrategy:
-    """How many rows of a dataset a mixture uses, and which."""
-
-    kind: str  # all | dup | random | first | end
-    amount: float = 1  # a count, a percentage or a number of copies
-    percent: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> SamplingStrategy:
-        match = STRATEGY_PATTERN.match(str(text).strip())
-        if not match or (match.group(2) == "dup" and match.group(4)):
-            raise ValueError(
-                f"sampling_strategy {text!r} is not one of: all, full, dup:N, random:N, random:P%, first:N, end:N "
-                "(first, end and random also take P%)"
-            )
-        if match.group(1):
-            return cls("all")
-        kind, amount, percent = match.group(2), float(match.group(3)), bool(match.group(4))
-        if kind == "dup" and (amount != int(amount) or amount < 1):
-            raise ValueError(f"sampling_strategy {text!r}: dup takes a whole number of copies (dup:2)")
-        if not percent and amount != int(amount):  # random:0.5 would select int(0.5) = 0 rows
-            raise ValueError(
-                f"sampling_strategy {text!r}: {kind}:N takes a whole number of rows; for a fraction of the rows "
-                f"write a percentage ({kind}:{amount * 100:g}%)"
-            )
-        if amount == 0:
-            raise ValueError(f"sampling_strategy {text!r} selects no rows; remove the entry instead")
-        if percent and amount > 100:
-            raise ValueError(f"sampling_strategy {text!r} asks for more than all rows; repeat rows with dup:N")
-        return cls(kind, amount, percent)
-
-    def __str__(self) -> str:
-        if self.kind == "all":
-            return "all"
-        return f"{self.kind}:{self.amount:g}{'%' * self.percent}"
-
-    def count(self, n: int) -> int:
-        """Rows selected from `n` (ceil for percentages, as LLaVA-NeXT does; never more than `n` except for dup)."""
-        if self.kind == "all":
-            return n
-        if self.kind == "dup":
-            return n * int(self.amount)
-        wanted = math.ceil(self.amount * n / 100) if self.percent else int(self.amount)
-        return min(wanted, n)
-
-    def indices(self, n: int, seed: int, name: str) -> np.ndarray:
-        """Row numbers to use, in file order (the trainer shuffles), seeded by (seed, name) for `random`."""
-        k = self.count(n)
-        if self.kind == "all":
-            return np.arange(n)
-        if self.kind == "dup":
-            return np.tile(np.arange(n), int(self.amount))
-        if self.kind == "first":
-            return np.arange(k)
-        if self.kind == "end":
-            return np.arange(n - k, n)
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        return np.sort(rng.choice(n, size=k, replace=False))
-
-
-@dataclass(frozen=True)
-class MixtureEntry:
-    """One dataset of a mixture; `kwargs` are the extra YAML keys, passed to `preprocess_fn`."""
-
-    name: str
-    json_path: str
-    sampling_strategy: SamplingStrategy = SamplingStrategy("all")
-    preprocess_fn: str | None = None
-    columns: tuple[str, ...] | None = None
-    format: str = "auto"
-    image_folder: str | None = None
-    video_folder: str | None = None
-    user_key: str | None = None
-    assistant_key: str | None = None
-    dataset_config: str | None = None  # of a Hub dataset (`json_path: org/name`)
-    dataset_split: str | None = None  # of a Hub dataset or saved DatasetDict (default: the run's --dataset_split)
-    kwargs: dict = field(default_factory=dict)
-    label: str = ""  # how errors name the entry: "mix.yaml: dataset 2 (captions)"; "" for a single data file
-    trust_code: bool = False  # preprocess_fn may be any import path (--trust-preprocess-code, a local YAML)
-
-    def preprocess(self) -> Callable | None:
-        """The entry's preprocess function (checked when the YAML was read), or None."""
-        if not self.preprocess_fn:
-            return None
-        return get_preprocess(self.preprocess_fn, self.trust_code)
-
-    @property
-    def is_table(self) -> bool:
-        """Rows, not JSON records: csv/parquet/arrow files, saved datasets and Hub datasets (`sources.py`)."""
-        return not self.json_path.lower().endswith(JSON_SUFFIXES)
 
 
 class MixtureError(DataError):
@@ -306,9 +208,6 @@ def _entry(raw, label: str, root: str, trust_code: bool = False, remote: bool = 
             resolve_media_path(json_path, "")  # the one policy says why: a scheme not allowed, a malformed URL
         except RefusedReference as err:
             raise ValueError(f"{label}: json_path {err}; {err.fix}") from None
-    if remote and not looks_like_url(json_path):
-        raise ValueError(f"{label}: json_path {json_path!r} is a local path in a mixture fetched from a URL; a remote "
-                         "mixture may only name data beside it or at other URLs")  # fmt: skip
     name = raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0]
     if not isinstance(name, (str, int)) or isinstance(name, bool):
         raise ValueError(f"{label}: name must be a string, not {short_repr(name)}")

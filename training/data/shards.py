@@ -27,6 +27,7 @@ from datasets.packaged_modules.webdataset.webdataset import IMAGE_EXTENSIONS, VI
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.jsonio import file_stamp
 from framelm.training.data.sample import SAMPLE_FEATURES
+from framelm.training.data.source_types import LoadedSamples
 from framelm.training.data.sources import SHARD_MANIFEST, shard_files
 
 logger = logging.getLogger(__name__)
@@ -156,8 +157,6 @@ def sample_row(example: dict) -> dict:
 
 def load_shards(data: DataArguments):
     """Shards as a `LoadedSamples` in the `datasets` cache, for `framelm data validate|stats` (training streams)."""
-    from framelm.training.data.loading import LoadedSamples
-
     files, manifest = shard_source(data.dataset, data.dataset_split)
     dataset = datasets.Dataset.from_generator(
         _shard_rows,

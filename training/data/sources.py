@@ -19,21 +19,16 @@ from __future__ import annotations
 import glob
 import os
 import posixpath
-from typing import TYPE_CHECKING
 
 import datasets
 import fsspec
 import numpy as np
 
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.paths import is_hub_id
-
-if TYPE_CHECKING:
-    from framelm.training.data.arguments import DataArguments
-    from framelm.training.data.mixture import MixtureEntry
+from framelm.training.data.source_types import TABLE_BUILDERS, MixtureEntry
 
 SHARD_MANIFEST = "framelm_shards.json"  # written by `framelm data convert --to webdataset` beside its shards
-JSON_SUFFIXES = (".json", ".jsonl")
-TABLE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
 
 def is_shards(path: str) -> bool:
