@@ -267,7 +267,7 @@ def _entry(raw, label: str, root: str, trust_code: bool = False, remote: bool = 
 
 def filesystem_problem(path: str) -> str | None:
     """Why fsspec cannot open `path` (an unknown URL scheme, a backend package not installed), or None."""
-    if "://" not in path:
+    if not looks_like_url(path):
         return None
     scheme = path.split("://", 1)[0]
     try:

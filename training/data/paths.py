@@ -39,6 +39,8 @@ REMOTE_SCHEMES = ("http", "https", "s3", "gs", "hf")
 _NEEDS_NORMALIZING = re.compile(r"(?:^|/)\.\.?(?:/|$)|//|/$")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _PROTOCOL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)(://|::)")  # fsspec chains protocols with "::"
+# an allowed scheme, a plain host name and port, a path without ":" (so no chained protocol) or control characters
+_PLAIN_URL = re.compile(r"(?i:(https?|s3|gs|hf))://[A-Za-z0-9][A-Za-z0-9.-]*(?::(\d{1,5}))?(?:/[^\x00-\x20\x7f:]*)?")
 _CHAINED = re.compile(r"::[A-Za-z][A-Za-z0-9+.-]*(?:://|::)")
 _UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
 REFERENCE_FIX = (
@@ -103,6 +105,9 @@ def looks_like_url(reference: str) -> bool:
 
 def _check_remote(url: str) -> str:
     """`url`'s scheme when it is an allowed, well-formed remote URL; raises RefusedReference saying why not."""
+    plain = _PLAIN_URL.fullmatch(url)  # the common case, decided without urlsplit (a million URLs cost little)
+    if plain and (not plain.group(2) or int(plain.group(2)) <= 65535):
+        return plain.group(1).lower()
     match = _PROTOCOL.match(url)
     if not match:
         raise RefusedReference(url, "not a path and not a URL of the form scheme://host/path")
@@ -224,8 +229,8 @@ def _real(path: str) -> tuple[str, str]:
     if not name:
         return real_folder, "dir"
     real = f"{real_folder.rstrip('/')}/{name}"
-    what = odd.get(name, "")
-    if not what and name not in odd.names:  # created after the folder was listed, or missing: look at it
+    what = odd.get(name) or ("file" if name in odd.names else "")
+    if not what:  # created after the folder was listed, or missing: look at it
         try:
             mode = os.lstat(real).st_mode
         except (OSError, ValueError):
