@@ -274,13 +274,21 @@ def test_s3_without_credentials_is_one_record_problem(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     url = "s3://framelm-no-such-bucket/a.png"
-    ((kind, text, fix),) = check_media_file("image", url)
-    assert kind == "fetch_failed" and "s3://framelm-no-such-bucket/a.png" in text and fix
-    rows = [{"where": "d.jsonl:1", "id": "s3", "url": url}, {"where": "d.jsonl:2", "id": "ok", "url": ""}]
-    encoded, skipped = encode_rows(
-        lambda row: {"bytes": fetch_bytes(row["url"], FetchLimits(timeout=30)) if row["url"] else b""}, rows, "skip"
-    )
-    assert skipped == 1 and encoded == [{"bytes": b""}]
+    # fsspec keeps the s3 filesystem class it imports: take it out afterwards, so that later tests see the machine
+    registry = sys.modules["fsspec.registry"]._registry
+    before = set(registry)
+    try:
+        ((kind, text, fix),) = check_media_file("image", url)
+        assert kind == "fetch_failed" and "s3://framelm-no-such-bucket/a.png" in text and fix
+        rows = [{"where": "d.jsonl:1", "id": "s3", "url": url}, {"where": "d.jsonl:2", "id": "ok", "url": ""}]
+        encoded, skipped = encode_rows(
+            lambda row: {"bytes": fetch_bytes(row["url"], FetchLimits(timeout=30)) if row["url"] else b""}, rows,
+            "skip",
+        )  # fmt: skip
+        assert skipped == 1 and encoded == [{"bytes": b""}]
+    finally:
+        for protocol in set(registry) - before:
+            del registry[protocol]
 
 
 def caption_yaml(tmp_path, preprocess_fn: str, marker) -> str:
