@@ -352,8 +352,10 @@ def _fetch_fsspec(url: str, limits: FetchLimits, write: Callable[[bytes], object
         raise ImportError(f"cannot read {shown}: {error}; {install_hint(scheme)}") from error
     if isinstance(error, ValueError) and "protocol" in str(error).lower():
         raise ValueError(f"cannot read {shown}: fsspec knows no {scheme}:// filesystem ({error})") from error
-    if error is not None:
+    if isinstance(error, (OSError, ValueError)):
         raise error
+    if error is not None:  # e.g. botocore's NoCredentialsError: still one file that cannot be read
+        raise OSError(f"cannot read {shown}: {type(error).__name__}: {error}") from error
     write(outcome["data"])
 
 

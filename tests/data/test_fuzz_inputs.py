@@ -6,20 +6,29 @@ derandomized, so CI runs the same inputs every time."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.fuzz_records import json_values, record_lines
+from support.fuzz_records import json_values, record_lines, references
 
 from framelm.training.data.formats import ReadOptions
 from framelm.training.data.jsonio import iter_raw_records
 from framelm.training.data.mixture import MixtureError, check_entries, load_mixture
 from framelm.training.data.normalize import ROW_FEATURES, EntryJob, normalize_batch
+from framelm.training.data.paths import (
+    REMOTE_SCHEMES,
+    RefusedReference,
+    is_remote,
+    resolve_media_path,
+    shown_reference,
+)
 from framelm.training.data.raw import CHUNK_RECORDS, RAW_FEATURES
 from framelm.training.eval.prompts import read_prompts
 
@@ -158,3 +167,84 @@ def test_prompt_files_never_raise_and_every_line_is_a_prompt_or_a_reported_probl
         assert_reported(problem, path)
     assert len({prompt.key for prompt in read.prompts}) == len(read.prompts)  # no question answered twice
     assert all(isinstance(prompt.record["text"], str) for prompt in read.prompts)
+
+
+# --- media references: resolved inside the root, an allowed URL, or refused with a reason; nothing else -------------
+
+
+def _hostile_root() -> tuple[str, str]:
+    """root/ holding a file, a symlink and a symlinked folder pointing out, and a frame folder with a member that
+    points out; outside/ beside it. Built once: hypothesis examples share it and never write to it."""
+    base = Path(tempfile.mkdtemp(prefix="framelm-fuzz-refs-"))
+    root, outside = base / "root", base / "outside"
+    (root / "frames").mkdir(parents=True)
+    (root / "leaky").mkdir()
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret").write_bytes(b"secret")
+    (root / "f.png").write_bytes(b"x")
+    (root / "frames" / "00001.jpg").write_bytes(b"x")
+    os.symlink(outside / "secret", root / "leak.png")
+    os.symlink(outside / "dir", root / "leak_dir")
+    os.symlink(outside / "secret", root / "leaky" / "00001.jpg")
+    return str(root), str(outside)
+
+
+HOSTILE_ROOT = _hostile_root()
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(reference=references, allow_outside_root=st.booleans())
+def test_a_reference_resolves_inside_its_root_or_to_an_allowed_url_or_is_refused(reference, allow_outside_root):
+    root, _ = HOSTILE_ROOT
+    shown = shown_reference(reference)  # messages may always show it
+    assert isinstance(shown, str)
+    if reference.startswith(("http://", "https://", "s3://")) and "@" in reference.split("/")[2]:
+        assert "token" not in shown, shown  # a URL's userinfo never shows
+    if reference.startswith(("http://", "https://", "s3://")):
+        assert "sig=secret" not in shown, shown  # nor its query
+    try:
+        resolved = resolve_media_path(reference, root, allow_outside_root)
+    except RefusedReference as err:  # the record's problem: a reason and a fix, never another exception
+        assert str(err) and err.fix and err.kind in ("refused_reference", "outside_root")
+        return
+    if is_remote(resolved):
+        parts = urlsplit(resolved)
+        assert parts.scheme.lower() in REMOTE_SCHEMES and parts.hostname and "::" not in parts.path
+        assert resolved == reference.removeprefix("{image_folder}/").removeprefix("{video_folder}/")
+        return
+    assert "://" not in resolved and "\x00" not in resolved
+    if allow_outside_root:
+        return
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, resolved))
+    assert real == real_root or real.startswith(real_root + "/"), (reference, resolved, real)
+    if os.path.isdir(real):  # a frame folder: every member inside too
+        for name in os.listdir(real):
+            assert os.path.realpath(os.path.join(real, name)).startswith(real_root + "/"), (reference, name)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(lines=st.lists(references.map(lambda ref: json.dumps({"image": ref, "conversations": [
+    {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "ok"}]})), min_size=20, max_size=20))  # fmt: skip
+def test_records_naming_any_reference_are_a_sample_inside_the_root_or_a_reported_problem(lines):
+    root, _ = HOSTILE_ROOT
+    path = write_lines(lines, ".jsonl")
+    try:
+        raw = {name: [[]] for name in RAW_FEATURES}
+        for found in iter_raw_records(str(path)):
+            for name, value in (("line", found.line), ("column", found.column), ("text", found.text),
+                                ("error", found.error)):  # fmt: skip
+                raw[name][0].append(value)
+        job = EntryJob(label=str(path), reader="llava", table=False, options=ReadOptions(base_dir=root, source="f"))
+        rows = normalize_batch(raw, job)
+    finally:
+        path.unlink()
+    real_root = os.path.realpath(root)
+    for problem, fix, media in zip(rows["problem"], rows["fix"], rows["media"], strict=True):
+        if problem:
+            assert fix
+            continue
+        (item,) = media
+        if not is_remote(item["path"]):
+            real = os.path.realpath(item["path"])
+            assert real == real_root or real.startswith(real_root + "/"), item["path"]

@@ -221,7 +221,8 @@ def test_mixture_yaml_errors_name_the_entry_and_key(tmp_path, entries, message):
         ("- json_path: a.jsonl\n  format: [\n", r"bad.yaml: not valid YAML at line 3, column 1: expected the node"),
         ("- json_path: a.jsonl\x00\n", r"bad.yaml: not valid YAML: the character '\\x00' at position 20 is not"),
         ("- json_path: a.jsonl\n  name: [1]\n", r"dataset 1: name must be a string, not \[1\]"),
-        ("- json_path: a.jsonl\n  preprocess_fn: ..:up\n", r"dataset 1 \(a\): preprocess_fn '..:up': cannot import"),
+        ("- json_path: a.jsonl\n  preprocess_fn: ..:up\n",
+         r"dataset 1 \(a\): preprocess_fn '..:up' names code to import; .* pass --trust-preprocess-code"),
         ("- json_path: a.jsonl\n  sampling_strategy: random:0.5\n",
          r"'random:0.5': random:N takes a whole number of rows; .* write a percentage \(random:50%\)"),
         ("- json_path: s3://bucket/a.jsonl\n",
@@ -230,7 +231,10 @@ def test_mixture_yaml_errors_name_the_entry_and_key(tmp_path, entries, message):
         ("- json_path: gs://bucket/a.jsonl\n", r"cannot read gs:// URLs: .*pip install 'framelm\[gcs\]'"),
         ("- json_path: http://127.0.0.1:9/a.jsonl\n",
          r"dataset 1 \(a\): cannot read http:// URLs: HTTPFileSystem requires \"requests\" and \"aiohttp\""),
-        ("- json_path: nope://bucket/a.jsonl\n", r"dataset 1 \(a\): fsspec knows no nope:// filesystem"),
+        ("- json_path: nope://bucket/a.jsonl\n",
+         r"dataset 1: json_path reference 'nope://bucket/a.jsonl' is refused: the nope:// scheme is not allowed"),
+        ("- json_path: local:///etc/a.jsonl\n",
+         r"is refused: the local:// scheme is not allowed \(allowed: http, https"),
     ],
 )  # fmt: skip
 def test_mixture_mistakes_are_one_message_naming_the_entry(tmp_path, missing_fsspec_backends, text, message):

@@ -32,8 +32,8 @@ record = st.fixed_dictionaries(
     {},
     optional={
         "id": json_values,
-        "image": json_values | st.sampled_from(["a.jpg", "/abs/a.jpg", "../up.jpg"]),
-        "video": json_values | st.sampled_from(["v.mp4", "frames/dir"]),
+        "image": json_values | st.sampled_from(["a.jpg", "/abs/a.jpg", "../up.jpg"]) | st.deferred(lambda: references),
+        "video": json_values | st.sampled_from(["v.mp4", "frames/dir"]) | st.deferred(lambda: references),
         "images": json_values | st.lists(st.sampled_from(["a.jpg", "../b.jpg"]), max_size=3),
         "videos": json_values | st.lists(st.sampled_from(["v.mp4", "dir"]), max_size=3),
         "system_prompt": json_values,
@@ -48,3 +48,42 @@ not_json = st.text(st.characters(blacklist_categories=["Cs", "Zl", "Zp", "Cc"]),
     lambda text: text.strip() and not text.startswith("\ufeff")
 )
 record_lines = (record | json_values).map(json.dumps) | deep | not_json
+
+# media references as a hostile record writes them: URLs of every scheme, fsspec chains, malformed hosts and ports,
+# secrets in userinfo and query strings; and paths with `..`, NUL, markers, and names of links that point out
+url_strings = st.builds(
+    lambda scheme, separator, host, port, path, tail: f"{scheme}{separator}{host}{port}{path}{tail}",
+    st.sampled_from(["http", "https", "s3", "gs", "hf", "file", "local", "memory", "simplecache::file", "zip",
+                     "reference", "dir", "HTTPS", "data", ""]) | st.text("abcz+.-:", max_size=5),
+    st.sampled_from(["://", "::", ":", ":///", "//"]),
+    st.sampled_from(["", "example.com", "[::1", "[::1]", "user:token@h", "localhost", "127.0.0.1", "b\x00"])
+    | st.text(max_size=6),
+    st.sampled_from(["", ":80", ":99999", ":-1", ":x", ":"]),
+    st.sampled_from(["", "/a.png", "/../../etc/passwd", "/dev/zero", "/frames", "/leak.png"]) | st.text(max_size=10),
+    st.sampled_from(["", "?sig=secret", "#frag", "::file:///etc/passwd", " x"]),
+)  # fmt: skip
+path_parts = st.sampled_from(
+    [
+        "..",
+        ".",
+        "",
+        "a",
+        "out",
+        "leak.png",
+        "leak_dir",
+        "frames",
+        "leaky",
+        "f.png",
+        "dev",
+        "zero",
+        "{image_folder}",
+        "{video_folder}",
+        "x\x00y",
+        "~",
+    ]
+) | st.text(max_size=4)
+path_strings = st.builds(
+    lambda lead, parts: lead + "/".join(parts), st.sampled_from(["", "/", "./", "../"]),
+    st.lists(path_parts, min_size=1, max_size=6),
+)  # fmt: skip
+references = url_strings | path_strings

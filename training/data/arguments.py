@@ -59,6 +59,12 @@ class DataArguments:
         metadata={"help": "Accept media paths whose real location is outside their root folder (absolute paths, "
                   "`..`, symlinks pointing out); refused by default."},
     )  # fmt: skip
+    trust_preprocess_code: bool = field(
+        default=False,
+        metadata={"help": "Let a mixture YAML's preprocess_fn name any import path ('package.module:function'), "
+                  "importing and running that code, as `datasets`' trust_remote_code does. Off: only registered "
+                  "functions run. Never applies to a mixture YAML fetched from a URL."},
+    )  # fmt: skip
     bad_records: BadRecordPolicy = field(
         default="strict",
         metadata={"help": "Records that cannot be used. strict: stop and list them all; skip: leave them out, count "

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
-from framelm.training.data.loading import map_workers
+from framelm.training.data.raw import map_workers
 from framelm.training.data.sample import RecordProblem, Sample
 
 BATCH = 256  # records rendered and tokenized together

@@ -17,16 +17,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from framelm.processing.sources_framelm import _data_url_bytes  # the processor's own reading of data URLs
-
-if TYPE_CHECKING:
-    from framelm.training.data.sample import Media
+from framelm.training.data.media import Media
 
 # leading bytes -> the extension a file of that type carries (decoders look at the content; people and tools look
 # at the name)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from framelm.processing.media_framelm import _frame_names, load_image, load_video
 from framelm.processing.processing_framelm import FrameLMProcessor
-from framelm.processing.sources_framelm import FetchLimits, image_source, is_remote, local_video_path, redact
+from framelm.processing.sources_framelm import FetchLimits, image_source, local_video_path, redact
+from framelm.training.data.paths import is_remote
 
 # PIL modes a model expects (RGB) or that carry no surprise when converted (YCbCr, LAB stay 3-channel colour)
 PLAIN_MODES = {"RGB", "YCbCr", "LAB", "HSV"}
@@ -43,8 +44,17 @@ class MediaCheck:
 
 
 def check_media_file(kind: str, path: str, check: MediaCheck | None = None) -> list[Problem]:
-    """(kind, problem, fix) for each thing wrong with one media item; an empty list when it is fine."""
-    check = check or MediaCheck()
+    """(kind, problem, fix) for each thing wrong with one media item; an empty list when it is fine. Any failure to
+    open it, of any type, is its problem: one reference never stops the check of the others."""
+    try:
+        return _check_one(kind, path, check or MediaCheck())
+    except Exception as err:  # noqa: BLE001 - a backend's own error (botocore's NoCredentialsError ...)
+        return [("fetch_failed" if is_remote(path) else "undecodable",
+                 f"cannot read {kind} {redact(path)}: {type(err).__name__}: {err}",
+                 "check the file or URL (and credentials), or remove the record")]  # fmt: skip
+
+
+def _check_one(kind: str, path: str, check: MediaCheck) -> list[Problem]:
     if is_remote(path):
         if not check.remote:
             return [("remote_not_checked", f"remote {kind} {redact(path)} was not fetched (--no-remote-media-check)",

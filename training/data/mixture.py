@@ -5,7 +5,7 @@
         json_path: s3://bucket/laion.parquet   # json, jsonl, csv, parquet, arrow (local or fsspec URL), or a
                                            # save_to_disk folder or Hub dataset id (with dataset_config/_split)
         sampling_strategy: random:10%      # all | full | dup:N | random:N | random:P% | first:N | end:N
-        preprocess_fn: image_caption       # a registered function (or "package.module:function")
+        preprocess_fn: image_caption       # a registered function (an import path needs --trust-preprocess-code)
         columns: [url, caption, aesthetic, height, width]
         aes_cutoff: 5.5                    # any other key is passed to preprocess_fn
         min_size: 256
@@ -16,6 +16,12 @@
 The YAML itself may live at an fsspec URL; relative `json_path`s resolve against its folder. Sampling is seeded by the
 run's seed and the entry's name, so a mixture picks the same rows on every machine and adding an entry does not change
 what the others pick.
+
+A mixture never runs code the user did not choose: `preprocess_fn` names a registered function (`image_caption`,
+`video_caption`, or one the user's own code registered with `@register_preprocess`). An import path
+(`package.module:function`) is imported and called only with `--trust-preprocess-code` (`trust_preprocess_code`), as
+`datasets` asks for `trust_remote_code`, and never for a YAML fetched from a URL: importing a module runs its code,
+and `subprocess:run` would run a command built from the data.
 """
 
 from __future__ import annotations
@@ -23,24 +29,21 @@ from __future__ import annotations
 import importlib
 import math
 import posixpath
-import re
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 
 import datasets
 import fsspec
-import numpy as np
 import yaml
 
-from framelm.processing.sources_framelm import FetchLimits, fetch_bytes, install_hint, is_remote
+from framelm.processing.sources_framelm import FetchLimits, fetch_bytes, install_hint
 from framelm.training.data.formats import FORMATS
 from framelm.training.data.formats.shown import short_repr
+from framelm.training.data.paths import RefusedReference, is_remote, looks_like_url, resolve_media_path
 from framelm.training.data.policy import DataError
+from framelm.training.data.source_types import JSON_SUFFIXES, TABLE_BUILDERS, MixtureEntry, SamplingStrategy
 from framelm.training.data.sources import (
-    JSON_SUFFIXES,
-    TABLE_BUILDERS,
     folder_of,
     is_dataset_reference,
     resolve_entry_path,
@@ -48,7 +51,6 @@ from framelm.training.data.sources import (
 
 PREPROCESS_FNS: dict[str, Callable] = {}
 MIXTURE_FETCH = FetchLimits(timeout=60.0, max_bytes=16 << 20)  # a remote mixture YAML: a small text file
-STRATEGY_PATTERN = re.compile(r"^(all|full)$|^(dup|random|first|end):(\d+(?:\.\d+)?)(%?)$")
 DATA_SUFFIXES = (*JSON_SUFFIXES, *TABLE_BUILDERS)
 
 
@@ -70,109 +72,45 @@ def register_preprocess(name: str | None = None) -> Callable[[Callable], Callabl
     return register
 
 
-def get_preprocess(name: str) -> Callable:
-    """A registered function by name, or `package.module:function` (importing the module registers its functions)."""
+TRUST_HINT = (
+    "pass --trust-preprocess-code to import and run it (only for a mixture YAML you wrote or trust: importing a "
+    "module runs its code), or register the function with @framelm.training.data.mixture.register_preprocess in "
+    "your own code and name it"
+)
+
+
+def get_preprocess(name: str, trust_code: bool = False, remote: bool = False) -> Callable:
+    """A registered function by name. `package.module:function` names a registered function as well (nothing is
+    imported), or, with `trust_code` and never for a `remote` YAML, any function (importing its module)."""
     if ":" in name:
         module, _, attribute = name.partition(":")
+        known = next((fn for fn in PREPROCESS_FNS.values()
+                      if fn.__module__ == module and fn.__name__ == attribute), None)  # fmt: skip
+        if known is not None:
+            return known
+        if remote:
+            raise ValueError(f"preprocess_fn {name!r} names code to import, in a mixture fetched from a URL: framelm "
+                             "never imports code a remote file names; use a registered name "
+                             f"({sorted(PREPROCESS_FNS)})")  # fmt: skip
+        if not trust_code:
+            raise ValueError(f"preprocess_fn {name!r} names code to import; framelm runs only registered functions "
+                             f"({sorted(PREPROCESS_FNS)}) by default: {TRUST_HINT}")  # fmt: skip
         try:
             fn = getattr(importlib.import_module(module), attribute, None)
-        except (ImportError, TypeError, ValueError) as err:  # no such module, a relative or malformed name
-            raise ValueError(f"preprocess_fn {name!r}: cannot import {module!r} ({err})") from None
+        except Exception as err:  # noqa: BLE001 - no such module, a relative or malformed name, its code failed
+            raise ValueError(
+                f"preprocess_fn {name!r}: cannot import {module!r} ({type(err).__name__}: {err})"
+            ) from None
         if fn is None:
             raise ValueError(f"preprocess_fn {name!r}: module {module!r} has no {attribute!r}")
         return fn
     if name not in PREPROCESS_FNS:
         raise ValueError(
             f"preprocess_fn {name!r} is not registered; registered: {sorted(PREPROCESS_FNS)}. Register yours with "
-            "@framelm.training.data.mixture.register_preprocess, or name it as 'package.module:function'"
+            "@framelm.training.data.mixture.register_preprocess, or name it as 'package.module:function' with "
+            "--trust-preprocess-code"
         )
     return PREPROCESS_FNS[name]
-
-
-@dataclass(frozen=True)
-class SamplingStrategy:
-    """How many rows of a dataset a mixture uses, and which."""
-
-    kind: str  # all | dup | random | first | end
-    amount: float = 1  # a count, a percentage or a number of copies
-    percent: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> SamplingStrategy:
-        match = STRATEGY_PATTERN.match(str(text).strip())
-        if not match or (match.group(2) == "dup" and match.group(4)):
-            raise ValueError(
-                f"sampling_strategy {text!r} is not one of: all, full, dup:N, random:N, random:P%, first:N, end:N "
-                "(first, end and random also take P%)"
-            )
-        if match.group(1):
-            return cls("all")
-        kind, amount, percent = match.group(2), float(match.group(3)), bool(match.group(4))
-        if kind == "dup" and (amount != int(amount) or amount < 1):
-            raise ValueError(f"sampling_strategy {text!r}: dup takes a whole number of copies (dup:2)")
-        if not percent and amount != int(amount):  # random:0.5 would select int(0.5) = 0 rows
-            raise ValueError(
-                f"sampling_strategy {text!r}: {kind}:N takes a whole number of rows; for a fraction of the rows "
-                f"write a percentage ({kind}:{amount * 100:g}%)"
-            )
-        if amount == 0:
-            raise ValueError(f"sampling_strategy {text!r} selects no rows; remove the entry instead")
-        if percent and amount > 100:
-            raise ValueError(f"sampling_strategy {text!r} asks for more than all rows; repeat rows with dup:N")
-        return cls(kind, amount, percent)
-
-    def __str__(self) -> str:
-        if self.kind == "all":
-            return "all"
-        return f"{self.kind}:{self.amount:g}{'%' * self.percent}"
-
-    def count(self, n: int) -> int:
-        """Rows selected from `n` (ceil for percentages, as LLaVA-NeXT does; never more than `n` except for dup)."""
-        if self.kind == "all":
-            return n
-        if self.kind == "dup":
-            return n * int(self.amount)
-        wanted = math.ceil(self.amount * n / 100) if self.percent else int(self.amount)
-        return min(wanted, n)
-
-    def indices(self, n: int, seed: int, name: str) -> np.ndarray:
-        """Row numbers to use, in file order (the trainer shuffles), seeded by (seed, name) for `random`."""
-        k = self.count(n)
-        if self.kind == "all":
-            return np.arange(n)
-        if self.kind == "dup":
-            return np.tile(np.arange(n), int(self.amount))
-        if self.kind == "first":
-            return np.arange(k)
-        if self.kind == "end":
-            return np.arange(n - k, n)
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        return np.sort(rng.choice(n, size=k, replace=False))
-
-
-@dataclass(frozen=True)
-class MixtureEntry:
-    """One dataset of a mixture; `kwargs` are the extra YAML keys, passed to `preprocess_fn`."""
-
-    name: str
-    json_path: str
-    sampling_strategy: SamplingStrategy = SamplingStrategy("all")
-    preprocess_fn: str | None = None
-    columns: tuple[str, ...] | None = None
-    format: str = "auto"
-    image_folder: str | None = None
-    video_folder: str | None = None
-    user_key: str | None = None
-    assistant_key: str | None = None
-    dataset_config: str | None = None  # of a Hub dataset (`json_path: org/name`)
-    dataset_split: str | None = None  # of a Hub dataset or saved DatasetDict (default: the run's --dataset_split)
-    kwargs: dict = field(default_factory=dict)
-    label: str = ""  # how errors name the entry: "mix.yaml: dataset 2 (captions)"; "" for a single data file
-
-    @property
-    def is_table(self) -> bool:
-        """Rows, not JSON records: csv/parquet/arrow files, saved datasets and Hub datasets (`sources.py`)."""
-        return not self.json_path.lower().endswith(JSON_SUFFIXES)
 
 
 class MixtureError(DataError):
@@ -182,7 +120,7 @@ class MixtureError(DataError):
 # the YAML keys of an entry besides json_path and name: (types accepted, what the value must be)
 ENTRY_KEY_TYPES = {
     "sampling_strategy": ((str,), "a strategy like random:10%"),
-    "preprocess_fn": ((str,), "a registered function name or 'package.module:function'"),
+    "preprocess_fn": ((str,), "a registered function name"),
     "image_folder": ((str,), "a folder path"),
     "video_folder": ((str,), "a folder path"),
     "user_key": ((str,), "the role name of user turns"),
@@ -196,16 +134,17 @@ def is_mixture(path: str) -> bool:
     return str(path).lower().endswith((".yaml", ".yml"))
 
 
-def load_mixture(path: str) -> list[MixtureEntry]:
+def load_mixture(path: str, trust_code: bool = False) -> list[MixtureEntry]:
     """Parse and check a mixture YAML before any data is read; every error names the file, the entry and the key,
-    and the errors of all entries are listed at once."""
-    entries, errors = check_entries(_read_yaml(path), path)
+    and the errors of all entries are listed at once. `trust_code` lets `preprocess_fn` name any import path (never
+    for a YAML fetched from a URL)."""
+    entries, errors = check_entries(_read_yaml(path), path, trust_code)
     if errors:
         raise MixtureError("\n".join(errors))
     return entries
 
 
-def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
+def check_entries(document, path: str, trust_code: bool = False) -> tuple[list[MixtureEntry], list[str]]:
     """A parsed mixture document -> (its good entries, one error per bad entry); never raises on what it holds."""
     entries = document.get("datasets") if isinstance(document, dict) else document
     if not isinstance(entries, list) or not entries:
@@ -214,7 +153,7 @@ def check_entries(document, path: str) -> tuple[list[MixtureEntry], list[str]]:
     result, errors, names = [], [], set()
     for index, raw in enumerate(entries, start=1):
         try:
-            entry = _entry(raw, f"{path}: dataset {index}", root)
+            entry = _entry(raw, f"{path}: dataset {index}", root, trust_code, remote=is_remote(path))
         except ValueError as err:
             errors.append(str(err))
             continue
@@ -231,8 +170,11 @@ def _read_yaml(path: str):
     try:
         if is_remote(path):  # fetched whole within a total deadline and a size limit, like remote media
             return yaml.safe_load(fetch_bytes(path, MIXTURE_FETCH).decode("utf-8"))
-        with fsspec.open(path, "rt", encoding="utf-8") as f:  # a local path or file:// URL
+        local = resolve_media_path(path, "", allow_outside_root=True)  # the policy: a path, or file:// as one
+        with open(local, encoding="utf-8") as f:
             return yaml.safe_load(f)
+    except RefusedReference as err:
+        raise MixtureError(f"{path}: {err}; {err.fix}") from None
     except FileNotFoundError:
         raise MixtureError(f"{path}: no such mixture file") from None
     except UnicodeDecodeError as err:
@@ -253,7 +195,7 @@ def _read_yaml(path: str):
         raise MixtureError(f"{path}: not valid YAML: {what} is not allowed there (a binary file?)") from None
 
 
-def _entry(raw, label: str, root: str) -> MixtureEntry:
+def _entry(raw, label: str, root: str, trust_code: bool = False, remote: bool = False) -> MixtureEntry:
     """One entry of the YAML, checked key by key; raises ValueError naming `label` and the key."""
     if not isinstance(raw, dict) or not raw.get("json_path"):
         raise ValueError(f"{label} needs at least a 'json_path' (and usually 'name' and 'sampling_strategy')")
@@ -261,6 +203,11 @@ def _entry(raw, label: str, root: str) -> MixtureEntry:
     if not isinstance(json_path, str):
         raise ValueError(f"{label}: json_path must be a path or URL, not {short_repr(json_path)}")
     json_path = resolve_entry_path(json_path, root)
+    if looks_like_url(json_path) and not is_remote(json_path) and not json_path.lower().startswith("file://"):
+        try:
+            resolve_media_path(json_path, "")  # the one policy says why: a scheme not allowed, a malformed URL
+        except RefusedReference as err:
+            raise ValueError(f"{label}: json_path {err}; {err.fix}") from None
     name = raw.get("name") or posixpath.splitext(posixpath.basename(json_path))[0]
     if not isinstance(name, (str, int)) or isinstance(name, bool):
         raise ValueError(f"{label}: name must be a string, not {short_repr(name)}")
@@ -294,7 +241,7 @@ def _entry(raw, label: str, root: str) -> MixtureEntry:
         )
     if raw.get("preprocess_fn"):
         try:
-            get_preprocess(raw["preprocess_fn"])  # fail now, not after reading the data
+            get_preprocess(raw["preprocess_fn"], trust_code, remote)  # fail now, not after reading the data
         except ValueError as err:
             raise ValueError(f"{label}: {err}") from None
     if problem := filesystem_problem(json_path):
@@ -314,12 +261,13 @@ def _entry(raw, label: str, root: str) -> MixtureEntry:
         dataset_split=raw.get("dataset_split"),
         kwargs=extra,
         label=label,
+        trust_code=trust_code and not remote,
     )
 
 
 def filesystem_problem(path: str) -> str | None:
     """Why fsspec cannot open `path` (an unknown URL scheme, a backend package not installed), or None."""
-    if "://" not in path:
+    if not looks_like_url(path):
         return None
     scheme = path.split("://", 1)[0]
     try:

@@ -18,8 +18,9 @@ from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats import READERS, ReadOptions, detect_format
 from framelm.training.data.formats.llava import marks_video_with_image
 from framelm.training.data.jsonio import JSONRecordError, find_id, parse_record
-from framelm.training.data.mixture import MixtureEntry, get_preprocess, is_mixture
+from framelm.training.data.mixture import get_preprocess, is_mixture
 from framelm.training.data.sample import SAMPLE_FEATURES, RecordProblem, Sample
+from framelm.training.data.source_types import MixtureEntry
 from framelm.training.data.sources import media_root
 
 CACHE_VERSION = 4  # bump when readers change what they produce, so that old Arrow caches are not reused
@@ -60,7 +61,7 @@ def entry_job(entry: MixtureEntry, path: str, n_entries: int, data: DataArgument
         reader="llava" if entry.format == "auto" else entry.format,
         options=options,
         table=entry.is_table,
-        preprocess=get_preprocess(entry.preprocess_fn) if entry.preprocess_fn else None,
+        preprocess=get_preprocess(entry.preprocess_fn, entry.trust_code) if entry.preprocess_fn else None,
         columns=entry.columns,
         kwargs=entry.kwargs,
     )

@@ -16,9 +16,10 @@ import pyarrow.compute as pc
 
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.jsonio import file_stamp, iter_raw_records, jsonl_shards, sniff_layout
-from framelm.training.data.mixture import MixtureEntry
+from framelm.training.data.source_types import MixtureEntry
 from framelm.training.data.sources import table_rows
 
+PARALLEL_MIN_RECORDS = 50_000  # below this, worker processes cost more than they save
 CHUNK_RECORDS = 1000  # raw JSON records per stage-one row
 PARALLEL_BYTES = 64 * 1024 * 1024  # only JSON Lines files larger than this are split across processes
 RAW_FEATURES = datasets.Features(
@@ -82,3 +83,12 @@ def record_count(raw: datasets.Dataset, table: bool) -> int:
 def first_rows(raw: datasets.Dataset, count: int) -> dict[str, list]:
     """The first `count` rows of a stage-one dataset as Python columns (media features not decoded)."""
     return raw.with_format("arrow")[: min(count, len(raw))].to_pydict()
+
+
+def map_workers(num_proc: int | None, records: int, rows: int) -> int | None:
+    """Processes for a `Dataset.map` over `records` in `rows` batches: every core for large inputs, one for small
+    ones (workers cost ~1 s to start); `num_proc` when the user set it."""
+    if num_proc is None:
+        num_proc = (os.cpu_count() or 1) if records >= PARALLEL_MIN_RECORDS else 1
+    num_proc = min(num_proc, rows)
+    return num_proc if num_proc > 1 else None

@@ -18,6 +18,7 @@ from framelm.processing.chat_template_framelm import IMAGE_TOKEN as IMAGE_PLACEH
 from framelm.processing.chat_template_framelm import VIDEO_TOKEN as VIDEO_PLACEHOLDER  # also marks frame folders
 from framelm.processing.messages_framelm import build_messages
 from framelm.training.data.embedded import MessagesWithFiles, temporary_video
+from framelm.training.data.media import Media
 
 PLACEHOLDER_PATTERN = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 MEDIA_KINDS = ("image", "video", "frames")
@@ -50,34 +51,6 @@ SAMPLE_FEATURES = datasets.Features(
 class Turn:
     role: str  # "user" | "assistant"
     text: str
-
-
-@dataclass(frozen=True)
-class Media:
-    kind: str  # "image" | "video" | "frames"
-    path: str  # a file, frame folder or URL; for embedded media, the name it had
-    data: bytes | None = None  # the whole file (an image or a video) when it came inside the data
-    frames: tuple[Media, ...] = ()  # kind "frames" given as a list of frame images (each a path or bytes)
-    fps: float | None = None  # frame rate of `frames`, when known
-
-    @property
-    def embedded(self) -> bool:
-        """Whether the content travels with the record (no file at `path` to open)."""
-        return self.data is not None or bool(self.frames)
-
-    def to_row(self) -> dict:
-        return {
-            "kind": self.kind,
-            "path": self.path,
-            "bytes": self.data,
-            "frames": [{"path": f.path, "bytes": f.data} for f in self.frames],
-            "fps": self.fps,
-        }
-
-    @classmethod
-    def from_row(cls, row: dict) -> Media:
-        frames = tuple(cls("image", f["path"] or "", f["bytes"]) for f in row.get("frames") or ())
-        return cls(row["kind"], row["path"], row.get("bytes"), frames, row.get("fps"))
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ import orjson
 from tqdm.auto import tqdm
 
 from framelm.processing.media_framelm import _folder_fps, _frame_names  # the processor's own frame folder reading
-from framelm.processing.sources_framelm import FetchLimits, fetch_bytes, is_remote
+from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
 from framelm.training.atomic_write import folder_written_beside
 from framelm.training.data.embedded import extension_of
+from framelm.training.data.paths import is_remote
 from framelm.training.data.policy import apply_bad_record_policy, require_records
 from framelm.training.data.sample import Media, RecordProblem
 from framelm.training.data.shards import (
@@ -212,7 +213,7 @@ def _media_members(media: list[Media]) -> tuple[dict[str, bytes], list[dict]]:
 
 
 def _read(path: str) -> bytes:
-    if "://" in path and is_remote(path):
+    if is_remote(path):  # the policy of data/paths.py; samples reach here resolved by it
         return fetch_bytes(path, FetchLimits())
     with open(path, "rb") as f:
         return f.read()

@@ -27,6 +27,7 @@ from datasets.packaged_modules.webdataset.webdataset import IMAGE_EXTENSIONS, VI
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.jsonio import file_stamp
 from framelm.training.data.sample import SAMPLE_FEATURES
+from framelm.training.data.source_types import LoadedSamples
 from framelm.training.data.sources import SHARD_MANIFEST, shard_files
 
 logger = logging.getLogger(__name__)
@@ -92,9 +93,25 @@ def shard_source(path: str, split: str = "train") -> tuple[list[str], dict]:
         splits = manifest["splits"]
         if split not in splits:
             raise ValueError(f"{path} holds the splits {sorted(splits)}, not {split!r}: pass --dataset_split")
-        return [os.path.join(path, name) for name in splits[split]["shards"]], manifest
+        return [_shard_in(path, name) for name in splits[split]["shards"]], manifest
     files = shard_files(path)
     return files, read_manifest(os.path.dirname(os.path.abspath(files[0])))
+
+
+def _shard_in(folder: str, name) -> str:
+    """A shard the manifest names: a `.tar` file in the manifest's own folder, symlinks resolved; a manifest naming
+    files elsewhere (`/etc/x.tar`, `../other.tar`, a link leading out) is refused."""
+    path = os.path.join(folder, name) if isinstance(name, str) else ""
+    real, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    if not (isinstance(name, str) and name.endswith(".tar") and "/" not in name and name not in (".", "..")) or (
+        os.path.dirname(real) != real_folder
+    ):
+        raise ValueError(
+            f"{os.path.join(folder, SHARD_MANIFEST)} names the shard {name!r}, which is not a .tar file in its own "
+            "folder; a manifest may only name the shards beside it. Convert the data again "
+            "(framelm data convert --to webdataset)"
+        )
+    return path
 
 
 def split_records(path: str, split: str = "train") -> int | None:
@@ -140,8 +157,6 @@ def sample_row(example: dict) -> dict:
 
 def load_shards(data: DataArguments):
     """Shards as a `LoadedSamples` in the `datasets` cache, for `framelm data validate|stats` (training streams)."""
-    from framelm.training.data.loading import LoadedSamples
-
     files, manifest = shard_source(data.dataset, data.dataset_split)
     dataset = datasets.Dataset.from_generator(
         _shard_rows,

@@ -19,21 +19,16 @@ from __future__ import annotations
 import glob
 import os
 import posixpath
-from typing import TYPE_CHECKING
 
 import datasets
 import fsspec
 import numpy as np
 
-from framelm.training.data.paths import is_hub_id
-
-if TYPE_CHECKING:
-    from framelm.training.data.arguments import DataArguments
-    from framelm.training.data.mixture import MixtureEntry
+from framelm.training.data.arguments import DataArguments
+from framelm.training.data.paths import is_hub_id, looks_like_url
+from framelm.training.data.source_types import TABLE_BUILDERS, MixtureEntry
 
 SHARD_MANIFEST = "framelm_shards.json"  # written by `framelm data convert --to webdataset` beside its shards
-JSON_SUFFIXES = (".json", ".jsonl")
-TABLE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
 
 def is_shards(path: str) -> bool:
@@ -50,14 +45,14 @@ def is_saved_dataset(path: str) -> bool:
 def is_dataset_reference(path: str) -> bool:
     """A path read by `datasets` as a whole dataset rather than as one data file: a folder or a Hub id."""
     path = str(path)
-    return os.path.isdir(path) or (not os.path.exists(path) and "://" not in path and is_hub_id(path))
+    return os.path.isdir(path) or (not os.path.exists(path) and not looks_like_url(path) and is_hub_id(path))
 
 
 def folder_of(path: str) -> str:
     """The folder of a local path or fsspec URL, local (and absolute) for `file://` URLs."""
-    if path.startswith("file://"):
+    if path.lower().startswith("file://"):
         path = fsspec.core.strip_protocol(path)
-    return posixpath.dirname(path) if "://" in path else os.path.dirname(os.path.abspath(path))
+    return posixpath.dirname(path) if looks_like_url(path) else os.path.dirname(os.path.abspath(path))
 
 
 def media_root(path: str) -> str:
@@ -69,10 +64,11 @@ def media_root(path: str) -> str:
 def resolve_entry_path(json_path: str, root: str) -> str:
     """A mixture entry's path: relative paths resolve against the YAML's folder, except a Hub id that names no local
     file or folder there."""
-    if "://" in json_path or os.path.isabs(json_path):
+    if looks_like_url(json_path) or os.path.isabs(json_path):
         return json_path
-    local = os.path.join(root, json_path) if "://" not in root else f"{root.rstrip('/')}/{json_path}"
-    if "://" not in root and not os.path.exists(local) and is_hub_id(json_path):
+    remote_root = looks_like_url(root)
+    local = f"{root.rstrip('/')}/{json_path}" if remote_root else os.path.join(root, json_path)
+    if not remote_root and not os.path.exists(local) and is_hub_id(json_path):
         return json_path  # "org/name": a Hub dataset id
     return local
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from framelm.processing.messages_framelm import build_messages
 from framelm.training.batches.padding import PIXEL_KEYS, collate
-from framelm.training.data.paths import is_url, resolve_media_path
+from framelm.training.data.paths import is_remote, resolve_media_path
 from framelm.training.eval.prompts import answered_keys, media_lists, read_prompts
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def prompt_media(record: dict, root: str, allow_outside_root: bool = False) -> d
     media = {key: [resolve_media_path(p, root, allow_outside_root) for p in paths]
              for key, paths in media_lists(record).items()}  # fmt: skip
     for path in media["images"] + media["videos"]:
-        if not is_url(path) and not os.path.exists(path):
+        if not is_remote(path) and not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path}")
     return media
 

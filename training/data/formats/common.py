@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from framelm.training.data.formats.media_refs import MediaRef, media_list, resolve_embedded
 from framelm.training.data.formats.shown import short_repr
-from framelm.training.data.paths import OutsideRootError, resolve_media_path
+from framelm.training.data.paths import OutsideRootError, RefusedReference, resolve_media_path
 from framelm.training.data.sample import (
     IMAGE_PLACEHOLDER,
     PLACEHOLDER_PATTERN,
@@ -217,6 +217,8 @@ def _match_media(
                 f"move the file under the root ({folder}, default: the data file's folder), fix the path, or pass "
                 "--allow-outside-root",
             )  # fmt: skip
+        except RefusedReference as err:  # a scheme not allowed, a malformed URL, a device: the policy of paths.py
+            return problem(record, where, err.kind, f"{kind} {err}", err.fix)
         media.append(Media("image" if kind == "image" else video_kind(path), resolved))
     return tuple(media)
 

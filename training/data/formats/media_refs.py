@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from framelm.training.data.embedded import data_url_bytes
 from framelm.training.data.formats.shown import short_repr
-from framelm.training.data.paths import is_url, resolve_media_path
+from framelm.training.data.paths import looks_like_url, resolve_media_path
 from framelm.training.data.sample import Media
 
 MediaRef = str | Media  # a path as written, or embedded media (kind image, video or frames)
@@ -71,7 +71,7 @@ def _frame_list(frames: list, key: str) -> Media:
         if isinstance(frame, list):
             raise NotMedia(f"'{key}' holds a frame that is a list: a video's frames are images")
         ref = _one(frame, key, video=False)
-        if isinstance(ref, str) and is_url(ref):
+        if isinstance(ref, str) and looks_like_url(ref):
             raise NotMedia(f"'{key}' lists frames by URL ({ref[:60]}); give the video file or frame folder instead")
         parts.append(ref if isinstance(ref, Media) else Media("image", ref))
     return Media("frames", "", frames=tuple(parts))
