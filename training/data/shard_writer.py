@@ -343,7 +343,7 @@ class TarShard:
 
 _HEADER_MIDDLE = b"%07o\x00" % MEMBER_MODE + b"0000000\x00" * 2  # mode, uid, gid
 _HEADER_TAIL = (
-    b"0" + bytes(100) + tarfile.POSIX_MAGIC + bytes(64) + b"0000000\x00" * 2 + bytes(155 + 12)
+    b"0" + bytes(100) + tarfile.POSIX_MAGIC + bytes(64) + bytes(16) + bytes(155 + 12)
 )  # typeflag, linkname, magic and version, uname and gname (empty), devmajor, devminor, prefix, padding
 _MTIME_FIELD = b"%011o\x00" % SHARD_MTIME
 _CONSTANT_SUM = sum(_HEADER_MIDDLE) + sum(_MTIME_FIELD) + sum(_HEADER_TAIL) + 8 * ord(" ")
