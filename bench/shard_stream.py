@@ -32,7 +32,7 @@ def ids_only(rows: list[dict]) -> list[str]:
 
 
 def keys_only(samples: list[dict]) -> list[str]:
-    return [sample["__key__"] for sample in samples]
+    return [sample["json"]["id"] for sample in samples]
 
 
 def peer_stream(folder: str, reader: str):
