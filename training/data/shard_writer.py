@@ -54,6 +54,7 @@ SHARD_MTIME = 946_684_800  # 2000-01-01: every member's mtime, so that a shard's
 MEMBER_MODE = 0o444
 WRITE_BUFFER = 4 << 20  # bytes gathered before one write() to the shard
 SENDFILE_FROM = 256 << 10  # media files at least this large are copied by the kernel (os.sendfile), not through Python
+PARALLEL_MIN_RECORDS = 50_000  # a dataset at least this large is written with every core unless --num-proc says
 STATE_FOLDER = ".framelm_convert"  # inside the partial folder: the plan and the shards already complete
 
 
@@ -93,7 +94,8 @@ def write_webdataset(
     card and energon's dataset.yaml into `out_dir` (replaced as a whole); returns the samples written per split.
 
     A sample whose media cannot be read is a bad record: `strict` stops (nothing is written), `skip` leaves it out.
-    An interrupted convert resumes: run again with the same data and options, it writes only the missing shards.
+    `num_proc` shards are written at a time (None: every core for a large dataset, one for a small one). An
+    interrupted convert resumes: run again with the same data and options, it writes only the missing shards.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size {shard_size} must be at least 1")
@@ -205,7 +207,9 @@ def _init_worker(dataset: datasets.Dataset) -> None:
 def _run(tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | None) -> list[ShardResult]:
     if not tasks:
         return []
-    workers = min(num_proc or 1, len(tasks))
+    if num_proc is None:  # workers cost ~0.5 s to start: every core for a large dataset only
+        num_proc = len(os.sched_getaffinity(0)) if len(dataset) >= PARALLEL_MIN_RECORDS else 1
+    workers = min(num_proc, len(tasks))
     jobs = [(name, number, first, indices, folder) for name, number, first, indices in tasks]
     progress = tqdm(total=sum(len(task[3]) for task in tasks), desc="writing shards", unit="record")
     results = []
