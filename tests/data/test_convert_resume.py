@@ -118,6 +118,12 @@ def test_a_convert_with_unreadable_media_resumes_once_they_are_fixed(tmp_path, m
     assert folder_bytes(tmp_path / "wds") == folder_bytes(tmp_path / "reference")
 
 
+def identity(path) -> tuple[int, int]:
+    """A file's inode and modification time: a file written again (even at a reused inode) has a new one."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
 CHILD = """
 from framelm.training.data.cli import main
 assert main({args!r}) == 0
@@ -134,15 +140,21 @@ def test_a_killed_convert_run_again_writes_only_the_missing_shards_and_the_same_
     assert not reference.killed
     expected = folder_bytes(out)
     assert len([name for name in expected if name.endswith(".tar")]) == 8
-    steps = reference.steps  # 8 shards (each: open, state file open + replace, replace), metadata, swap
-    for kill_at in (steps // 3, steps // 2, steps - 4, steps - 1):
-        partial = tmp_path / ".wds.partial"
+    # 8 shards (each: open, replace), metadata, then the swap; a run replacing an output
+    # takes one step more (the old output renamed away), so `steps` is between its two renames, `steps + 1` after
+    steps, kept = reference.steps, 0
+    for kill_at in (steps // 3, steps // 2, steps - 4, steps - 1, steps, steps + 1):
         run = run_killed_at(CHILD.format(args=convert_args(mixed_media, out, "--num-proc", "1")), kill_at)
         assert run.killed, kill_at
-        assert folder_bytes(out) == expected  # the earlier output is untouched meanwhile
-        complete = {p.name: p.stat().st_ino for p in partial.glob("*.tar")} if partial.exists() else {}
+        if kill_at == steps:  # killed between the two renames: the earlier output is beside, whole
+            assert not out.exists() and folder_bytes(tmp_path / ".wds.replaced") == expected
+        else:
+            assert folder_bytes(out) == expected, kill_at  # the earlier output, or this run's: the same bytes
+        complete = {p.name: identity(p) for p in tmp_path.glob(".wds.partial-*/*.tar")}
         assert data_main(convert_args(mixed_media, out)) == 0
         assert folder_bytes(out) == expected, kill_at
-        assert {name: (out / name).stat().st_ino for name in complete} == complete  # kept, not written again
+        assert {name: identity(out / name) for name in complete} == complete, kill_at  # kept, not written again
+        kept += len(complete)
         assert [p.name for p in tmp_path.glob(".wds.*")] == []
-    assert complete  # the last kill came after every shard was complete
+    assert not complete  # the last kill came after the swap: nothing was left to resume
+    assert kept  # some kills left complete shards, which the next run kept

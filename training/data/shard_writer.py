@@ -8,14 +8,17 @@ and never read twice: opened once, its size taken from the open file, its bytes 
 (`os.sendfile` for large files). Tar headers are built from a template, not by `tarfile`.
 
 A shard's bytes depend only on the data and the convert's options (fixed mtime, owner and mode; records in the
-seeded order), so a convert is resumable: the folder is written beside its target (`.NAME.partial`), each shard
-beside its name and renamed when complete; a convert killed half-way and run again with the same data and options
-keeps the complete shards, writes the missing ones, and produces the same bytes an uninterrupted run would. The
-manifest is written last and the folder renamed into place at the end, so a glob never picks up a partial result.
+seeded order), so a convert is resumable: the folder is written beside its target (`.NAME.partial-PLAN`, PLAN a
+digest of the data and options), each shard beside its name and renamed when complete; a convert killed half-way
+and run again with the same data and options keeps the complete shards, writes the missing ones, and produces the
+same bytes an uninterrupted run would. The manifest is written last and the folder renamed into place at the end,
+so a glob never picks up a partial result.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -26,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -55,7 +58,6 @@ MEMBER_MODE = 0o444
 WRITE_BUFFER = 4 << 20  # bytes gathered before one write() to the shard
 SENDFILE_FROM = 256 << 10  # media files at least this large are copied by the kernel (os.sendfile), not through Python
 PARALLEL_MIN_RECORDS = 50_000  # a dataset at least this large is written with every core unless --num-proc says
-STATE_FOLDER = ".framelm_convert"  # inside the partial folder: the plan and the shards already complete
 
 
 @dataclass
@@ -105,7 +107,7 @@ def write_webdataset(
         for number, first in enumerate(range(0, count, shard_size)):
             tasks.append((name, number, first, order[start + first : start + min(first + shard_size, count)]))
         start += count
-    plan = _plan(dataset, split, shard_size, seed)
+    plan = _plan(dataset, split, shard_size, seed, bad_records)
     started = time.perf_counter()
     with _folder_resumed_beside(out_dir, plan) as partial:
         done = _complete_shards(partial)
@@ -113,7 +115,8 @@ def write_webdataset(
         if done:
             logger.info("%s: resuming: %d of %d shards are complete, writing the other %d",
                         out_dir, len(tasks) - len(todo), len(tasks), len(todo))  # fmt: skip
-        results = sorted(list(done.values()) + _run(todo, dataset, str(partial), num_proc), key=lambda r: r.name)
+        written_now = _run(todo, dataset, str(partial), num_proc, keep_bad=bad_records != "strict")
+        results = sorted(list(done.values()) + written_now, key=lambda r: r.name)
         problems = [p for r in results for p in r.problems]
         apply_bad_record_policy(problems, len(dataset), out_dir, bad_records)
         written = Counter()
@@ -134,31 +137,31 @@ def _shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
 
 
-def _plan(dataset: datasets.Dataset, split: tuple[float, ...], shard_size: int, seed: int) -> dict:
-    """What a convert's shards depend on: an interrupted convert is resumed only by one with the same plan. The
-    dataset is named by its `datasets` fingerprint, which follows the data files (their size and mtime) and the
-    reading options; with `datasets` caching off it is random, and a convert always starts over."""
+def _plan(dataset: datasets.Dataset, split: tuple[float, ...], shard_size: int, seed: int, bad_records: str) -> str:
+    """What a convert's shards depend on, as a digest: an interrupted convert is resumed only by one with the same
+    plan. The dataset is named by its `datasets` fingerprint, which follows the data files (their size and mtime) and
+    the reading options; with `datasets` caching off it is random, and a convert always starts over."""
     from framelm.training.env import framelm_version
 
-    return {"dataset": dataset._fingerprint, "records": len(dataset), "split": list(split),
-            "shard_size": shard_size, "seed": seed, "format_version": SHARD_FORMAT_VERSION,
+    plan = {"dataset": dataset._fingerprint, "records": len(dataset), "split": list(split), "shard_size": shard_size,
+            "seed": seed, "bad_records": bad_records, "format_version": SHARD_FORMAT_VERSION,
             "framelm_version": framelm_version()}  # fmt: skip
+    return hashlib.sha256(orjson.dumps(plan, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 @contextmanager
-def _folder_resumed_beside(out_dir: str, plan: dict) -> Iterator[Path]:
-    """The folder-replacement step of a convert, in one place: yield `.NAME.partial` beside `out_dir` (kept from an
-    interrupted convert of the same plan, else new), renamed to `out_dir` when the block succeeds. On an error the
-    partial folder stays, for the next run to resume."""
+def _folder_resumed_beside(out_dir: str, plan: str) -> Iterator[Path]:
+    """The folder-replacement step of a convert, in one place: yield `.NAME.partial-PLAN` beside `out_dir` (kept from
+    an interrupted convert of the same plan, else new; one of another plan is removed), renamed to `out_dir` when the
+    block succeeds. On an error the partial folder stays, for the next run of the same convert to resume. The plan is
+    in the folder's name, so the folder holds nothing that must be removed before the rename."""
     target = Path(out_dir)
-    partial = target.with_name(f".{target.name}.partial")
-    state = partial / STATE_FOLDER
-    if partial.exists() and _read_json(state / "plan.json") != plan:
-        shutil.rmtree(partial)  # an unfinished convert of other data or options
-    state.mkdir(parents=True, exist_ok=True)
-    _write_json(state / "plan.json", plan)
+    partial = target.with_name(f".{target.name}.partial-{plan}")
+    for other in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        if other != partial and other.is_dir():
+            shutil.rmtree(other)  # an unfinished convert of other data or options
+    partial.mkdir(parents=True, exist_ok=True)
     yield partial
-    shutil.rmtree(state)
     replaced = target.with_name(f".{target.name}.replaced")
     if replaced.exists():  # left by a run killed between the two renames below
         shutil.rmtree(replaced)
@@ -169,30 +172,21 @@ def _folder_resumed_beside(out_dir: str, plan: dict) -> Iterator[Path]:
         shutil.rmtree(replaced)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, value) -> None:
-    """Beside, then renamed: a state file is whole or absent."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as f:
-        f.write(orjson.dumps(value))
-    os.replace(temporary, path)
-
-
 def _complete_shards(partial: Path) -> dict[str, ShardResult]:
-    """The shards an interrupted convert of the same plan finished: each has its result in the state folder, written
-    before the shard was renamed to its name; a shard with bad records is written again (its media may be fixed)."""
+    """The shards an interrupted convert of the same plan finished: a shard has its name only once it is complete
+    (under `strict`, only when none of its records was bad). Their counts are read back from their tar headers."""
     done = {}
-    for path in sorted((partial / STATE_FOLDER).glob("*.tar.json")):
-        saved = _read_json(path)
-        name = path.name[: -len(".json")]
-        if saved and (partial / name).is_file():
-            done[name] = ShardResult(name, saved["records"], set(saved["members"]), saved["media_bytes"])
+    for path in sorted(partial.glob("*.tar")):
+        result = ShardResult(path.name)
+        with tarfile.open(path) as tar:
+            for member in tar:
+                name = member.name.split(".", 1)[1]
+                if name == "json":
+                    result.records += 1
+                else:
+                    result.members.add(name)
+                    result.media_bytes += member.size
+        done[path.name] = result
     return done
 
 
@@ -204,13 +198,15 @@ def _init_worker(dataset: datasets.Dataset) -> None:
     _DATASET = dataset
 
 
-def _run(tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | None) -> list[ShardResult]:
+def _run(
+    tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | None, keep_bad: bool
+) -> list[ShardResult]:
     if not tasks:
         return []
     if num_proc is None:  # workers cost ~0.5 s to start: every core for a large dataset only
         num_proc = len(os.sched_getaffinity(0)) if len(dataset) >= PARALLEL_MIN_RECORDS else 1
     workers = min(num_proc, len(tasks))
-    jobs = [(name, number, first, indices, folder) for name, number, first, indices in tasks]
+    jobs = [(name, number, first, indices, folder, keep_bad) for name, number, first, indices in tasks]
     progress = tqdm(total=sum(len(task[3]) for task in tasks), desc="writing shards", unit="record")
     results = []
     if workers <= 1:
@@ -231,8 +227,9 @@ def _run(tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | No
 
 
 def _write_shard(job: tuple) -> ShardResult:
-    """Write one shard beside its name, record its result in the state folder, then rename it into place."""
-    split, number, first, indices, folder = job
+    """Write one shard beside its name and rename it into place when complete; a shard with bad records keeps its
+    partial name under `strict` (the convert stops; once the media are fixed, the next run writes it again)."""
+    split, number, first, indices, folder, keep_bad = job
     result = ShardResult(name=_shard_name(split, number))
     final = os.path.join(folder, result.name)
     partial = os.path.join(folder, f".{result.name}.partial")
@@ -261,10 +258,8 @@ def _write_shard(job: tuple) -> ShardResult:
                         content.close()
             result.records += 1
             result.members.update(name for name, _ in members)
-    if not result.problems:
-        saved = asdict(result) | {"members": sorted(result.members)}
-        del saved["problems"]
-        _write_json(Path(folder) / STATE_FOLDER / f"{result.name}.json", saved)
+    if result.problems and not keep_bad:
+        return result
     os.replace(partial, final)
     return result
 
