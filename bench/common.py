@@ -21,27 +21,33 @@ LIBRARIES = ("torch", "transformers", "datasets", "trl", "accelerate", "av", "de
 
 
 def machine_info() -> dict:
-    """Where the numbers come from: CPU, cores, memory, Python and library versions, accelerator if any."""
+    """Where the numbers come from: `framelm env`'s report (platform, Python, framelm and library versions, devices),
+    the CPU model and core count, and the load average when the results were written (the machine may be shared)."""
+    from framelm.training.env import LIBRARIES as ENV_LIBRARIES
+    from framelm.training.env import report
+
+    env = report()
     info = {
         "date": datetime.date.today().isoformat(),
-        "platform": platform.platform(),
+        "platform": env["platform"],
         "processor": _cpu_model(),
         "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        "python": env["python"],
+        "framelm": env["framelm"],
+        "devices": env["devices"],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "versions": {},
     }
-    for name in LIBRARIES:
-        try:
-            info["versions"][name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            info["versions"][name] = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["accelerator"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
+    for name in dict.fromkeys(ENV_LIBRARIES + LIBRARIES):
+        found = env.get(name)
+        if found is None:
+            try:
+                found = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                found = "not installed"
+        info["versions"][name] = None if found == "not installed" else found
+    if env["devices"].startswith("cuda"):
+        info["accelerator"] = env["devices"].split(",")[0]
     return info
 
 
@@ -74,10 +80,11 @@ def write_results(name: str, cases: list[dict], summary: dict, quick: bool) -> P
 
     `summary` maps a target name to {"target": str, "measured": float, "met": bool}.
     """
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    from framelm.training.atomic_write import write_text_atomically
+
     path = RESULTS_DIR / f"{name}{'.quick' if quick else ''}.json"
     payload = {"name": name, "quick": quick, "machine": machine_info(), "cases": cases, "summary": summary}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")  # beside, then renamed: never half a file
     return path
 
 

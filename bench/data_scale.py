@@ -1,7 +1,7 @@
 """Benchmark: framelm's data commands at a million records, against peers run on the same data in the same run.
 
     python bench/data_scale.py            # 1,000,000 records (about half an hour on 2 busy cores)
-    python bench/data_scale.py --quick    # 100,000 records
+    python bench/data_scale.py --quick    # 100,000 records (json part), 20,000 + 300 (shards part)
     python bench/data_scale.py --part shards --quick
 
 Part `json`: metadata-only `framelm data validate` and `framelm data convert` (Arrow) of generated LLaVA/NeVA records
@@ -10,16 +10,13 @@ Part `json`: metadata-only `framelm data validate` and `framelm data convert` (A
 peer: it only parses, while framelm also checks every record and normalizes it. Targets (2-core machine): validate
 >= 20,000 records/s, convert <= 120 s, peak resident memory <= 1.5 GB.
 
-Part `shards`: records with one image file each (a 32x32 JPEG, one file per record, as in LLaVA's pretraining data).
-`framelm data convert --to webdataset` writes them into shards with every image's bytes inside, next to `tar -cf` of
-the same files (the records file and every image) in the same run: records/s and MB/s of each, both reading files
-the generator has just written (in the page cache). Then the shards are streamed the way `framelm train` streams them
-(`data_prep.stream_for_training`: seeded shuffle, the length rule, 2 DataLoader workers; `bench/shard_stream.py`),
-once with 10,000 records and once with all of them; target: peak resident memory of the streaming process tree
-within 10% between the two. Without a model step the stream is read as fast as it goes: rows measured by the length
-rule (token counts; no media decoded) for the full sizes, and collated batches (`FrameLMCollator`: JPEG decode, chat
-template, processor) for 10,000 against 100,000 records (2,000 against 10,000 with --quick), the collator costing
-about 5 ms a record on one core.
+Part `shards` (`bench/shard_scale.py`): `framelm data convert --to webdataset` next to `tar -cf` of the same files,
+on small records (one 32x32 JPEG file each, as in LLaVA's pretraining data) and on real-sized media mixed like
+LLaVA-Video's (30 % text only, 40 % one or two ~100 KB JPEGs, 30 % a 1-5 MB mp4); targets >= 0.5x tar's records/s
+(small) and MB/s (real-sized). Then the shards streamed back with 2 DataLoader workers the way `framelm train` streams
+them (`bench/shard_stream.py`) next to webdataset's and `datasets`' readers of the same shards, and the streaming
+process tree's peak resident memory for a small and the whole stream (target: within 10 %). --quick: 20,000 small
+and 300 real-sized records; full: 1,000,000 small and 4,000 real-sized (a million real-sized records are a terabyte).
 
 Each command runs in its own process with a cold `datasets` cache, and the resident memory of its whole process tree
 (workers included) is sampled every 50 ms. Wall times on a machine shared with other jobs depend on its load: each
@@ -106,7 +103,7 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run(command: list[str]) -> dict:
+def run(command: list[str], keep_output: bool = False) -> dict:
     """Wall time, CPU time (the command and its workers), exit code and peak tree RSS of one command.
 
     The machine is shared: the load average before the run says how much of the wall time was waiting for a core,
@@ -132,7 +129,7 @@ def run(command: list[str]) -> dict:
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     if process.returncode:
         print(output[-3000:])
-    return {
+    return ({"output": output} if keep_output else {}) | {
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu, 2),
         "load_average_before": round(load, 2),

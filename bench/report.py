@@ -58,12 +58,15 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
             if not isinstance(entry, dict) or "target" not in entry or entry["target"] == "reported":
                 continue
             worst = f" (worst: {entry['worst_case']})" if entry.get("worst_case") else ""
+            if "writing_phase_only" in entry:  # convert's own writing phase, without Python's start and the reading
+                worst += f" (writing phase alone: {_measured(entry['writing_phase_only'])})"
             met = "yes" if entry.get("met") else "**no**"
             rows.append(f"| {label} | {key}: {entry['target']} | {_measured(entry['measured'])}{worst} | {met} |")
         machine = result["machine"]
         versions = ", ".join(f"{lib} {version}" for lib, version in machine["versions"].items() if version)
         device = machine.get("accelerator") or f"{machine['processor']}, {machine['cores']} cores"
-        machines.append(f"- `{label}`: {machine['date']}, {device}, Python {machine['python']}; {versions}")
+        load = f", load average {machine['load_average'][0]} (shared machine)" if machine.get("load_average") else ""
+        machines.append(f"- `{label}`: {machine['date']}, {device}{load}, Python {machine['python']}; {versions}")
     return "\n".join(rows) + "\n\nMeasured on:\n\n" + "\n".join(machines) + "\n"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,28 +115,41 @@ def refuse_foreign(target: str | Path, written_by: str, fix: str) -> None:
 
 
 @contextmanager
-def folder_written_beside(target: str | Path, written_by: str, *, overwrite: bool = False) -> Iterator[Path]:
+def folder_written_beside(
+    target: str | Path, written_by: str, *, overwrite: bool = False, resume_key: str | None = None
+) -> Iterator[Path]:
     """Yield an empty folder beside `target` to write into; when the block ends without an error, it becomes `target`.
 
     `written_by` names the command (e.g. "framelm export"), recorded in the folder. Without `overwrite`, an existing
     `target` holding anything that command did not write is refused before the block runs
     and again before the swap (NotWrittenByFramelmError). An error inside the block removes the new folder and leaves
     `target` untouched. The swap renames the old `target` away, the new folder in, and only then deletes the old one.
+
+    With `resume_key` (a digest of the inputs and options), the folder is `.NAME.partial-KEY` and survives an error or
+    a kill: the next run with the same key gets it back with what was finished in it (a resumable `convert`); a
+    partial folder of another key is removed.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fix = "choose another folder, or move those files away"
     if not overwrite:
         refuse_foreign(target, written_by, fix)
-    _remove_leftovers(target)
-    partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    partial = target.with_name(f".{target.name}.partial-{resume_key}") if resume_key else None
+    _remove_leftovers(target, keep=partial)
+    if partial is None:
+        partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    elif not _own_folder(partial):
+        partial.mkdir(mode=0o777 & ~_UMASK)  # exclusive: fails on anything planted under that name
+    elif os.path.lexists(partial / WRITTEN_RECORD):
+        os.unlink(partial / WRITTEN_RECORD)  # a run killed just before its swap: written again at the end
     os.chmod(partial, 0o777 & ~_UMASK)
     try:
         yield partial
         if not overwrite:
             refuse_foreign(target, written_by, fix)  # again: the folder may have changed while the block wrote
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if resume_key is None:
+            shutil.rmtree(partial, ignore_errors=True)
         raise
     files = sorted(p.relative_to(partial).as_posix() for p in partial.rglob("*") if p.is_file() or p.is_symlink())
     record = partial / WRITTEN_RECORD
@@ -150,9 +164,18 @@ def folder_written_beside(target: str | Path, written_by: str, *, overwrite: boo
         shutil.rmtree(holder)
 
 
-def _remove_leftovers(target: Path) -> None:
-    """Folders a killed run left beside `target` (created by mkdtemp above: real folders, never symlinks)."""
+def _remove_leftovers(target: Path, keep: Path | None = None) -> None:
+    """Folders a killed run left beside `target` (created above: real folders, never symlinks), but `keep`."""
     for pattern in (f".{target.name}.partial-*", f".{target.name}.replaced-*"):
         for path in target.parent.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
+            if path != keep and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
+
+
+def _own_folder(path: Path) -> bool:
+    """Whether `path` is a real folder (not a symlink) of this user: one a run of ours may have left to resume."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()

@@ -185,7 +185,15 @@ def test_an_interrupted_convert_leaves_the_previous_output_intact(tmp_path, llav
     with pytest.raises(KeyboardInterrupt):
         convert(llava_media, out, "--sampling-seed", "7")
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
-    assert not list(tmp_path.glob(".wds.*"))  # the half-written folder is gone
+    # the half-written folder stays hidden beside it, its two complete shards kept for the next run of this convert
+    (partial,) = tmp_path.glob(".wds.partial-*")
+    assert sorted(p.name for p in partial.glob("*.tar")) == ["train-000000.tar", "train-000001.tar"]
+    assert not (partial / SHARD_MANIFEST).exists()
+
+    monkeypatch.setattr(writer, "_write_shard", write_shard)
+    assert convert(llava_media, out) == 0  # another seed: the partial folder is not this convert's, it starts over
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
+    assert [p.name for p in tmp_path.glob(".wds.*")] == []
 
 
 def test_unreadable_media_are_bad_records_of_the_convert(tmp_path, llava_media, capsys):

@@ -3,12 +3,21 @@
 Each sample's media go into its shard as their own bytes (an image file as it is, a video file as it is, a frame
 folder as its frame images), so the folder can be moved, uploaded to the Hub or read by megatron-energon without the
 original files; the layout is described in `shards.py`. Shards are written in parallel (`num_proc`), each worker
-reading its media and writing its own tar: the work is reading and writing bytes. The whole folder is written beside
-its target and renamed into place at the end, so an interrupted convert never leaves shards a glob would pick up.
+reading its media and writing its own tar: the work is reading and writing bytes, so a media file is never decoded
+and never read twice: opened once, its size taken from the open file, its bytes copied into the shard
+(`os.sendfile` for large files). Tar headers are built from a template, not by `tarfile`.
+
+A shard's bytes depend only on the data and the convert's options (fixed mtime, owner and mode; records in the
+seeded order), so a convert is resumable: the folder is written beside its target (`.NAME.partial-PLAN`, PLAN a
+digest of the data and options), each shard beside its name and renamed when complete; a convert killed half-way
+and run again with the same data and options keeps the complete shards, writes the missing ones, and produces the
+same bytes an uninterrupted run would. The manifest is written last and the folder renamed into place at the end,
+so a glob never picks up a partial result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -17,14 +26,13 @@ import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
-from framelm.processing.media_framelm import _folder_fps, _frame_names  # the processor's own frame folder reading
-from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
 from framelm.training.atomic_write import folder_written_beside
 from framelm.training.data.embedded import extension_of
 from framelm.training.data.paths import is_remote
@@ -41,8 +49,13 @@ from framelm.training.data.sources import SHARD_MANIFEST
 
 logger = logging.getLogger(__name__)
 
-ROWS_PER_READ = 64  # rows (with their embedded media bytes) read from the Arrow dataset at a time
+ROWS_PER_READ = 256  # rows (with their embedded media bytes) read from the Arrow dataset at a time
 ENERGON_DATASET_YAML = "__module__: megatron.energon\n__class__: CrudeWebdataset\n"
+SHARD_MTIME = 946_684_800  # 2000-01-01: every member's mtime, so that a shard's bytes depend on its content only
+MEMBER_MODE = 0o444
+WRITE_BUFFER = 4 << 20  # bytes gathered before one write() to the shard
+SENDFILE_FROM = 256 << 10  # media files at least this large are copied by the kernel (os.sendfile), not through Python
+PARALLEL_MIN_RECORDS = 50_000  # a dataset at least this large is written with every core unless --num-proc says
 
 
 @dataclass
@@ -81,6 +94,8 @@ def write_webdataset(
     card and energon's dataset.yaml into `out_dir` (replaced as a whole); returns the samples written per split.
 
     A sample whose media cannot be read is a bad record: `strict` stops (nothing is written), `skip` leaves it out.
+    `num_proc` shards are written at a time (None: every core for a large dataset, one for a small one). An
+    interrupted convert resumes: run again with the same data and options, it writes only the missing shards.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size {shard_size} must be at least 1")
@@ -90,8 +105,17 @@ def write_webdataset(
         for number, first in enumerate(range(0, count, shard_size)):
             tasks.append((name, number, first, order[start + first : start + min(first + shard_size, count)]))
         start += count
-    with folder_written_beside(out_dir, "framelm data convert") as partial:  # refuses a folder convert did not write
-        results = _run(tasks, dataset, str(partial), num_proc)
+    plan = _plan(dataset, split, shard_size, seed, bad_records)
+    started = time.perf_counter()
+    # refuses a folder convert did not write; the partial folder of the same plan survives a kill, to resume
+    with folder_written_beside(out_dir, "framelm data convert", resume_key=plan) as partial:
+        done = _complete_shards(partial)
+        todo = [task for task in tasks if _shard_name(task[0], task[1]) not in done]
+        if done:
+            logger.info("%s: resuming: %d of %d shards are complete, writing the other %d",
+                        out_dir, len(tasks) - len(todo), len(tasks), len(todo))  # fmt: skip
+        written_now = _run(todo, dataset, str(partial), num_proc, keep_bad=bad_records != "strict")
+        results = sorted(list(done.values()) + written_now, key=lambda r: r.name)
         problems = [p for r in results for p in r.problems]
         apply_bad_record_policy(problems, len(dataset), out_dir, bad_records)
         written = Counter()
@@ -99,10 +123,47 @@ def write_webdataset(
             written[result.name.split("-", 1)[0]] += result.records
         require_records(sum(written.values()), len(dataset), out_dir)
         _write_metadata(str(partial), results, dict(written))
+    seconds = time.perf_counter() - started
     counts = {name: written[name] for name in SPLIT_NAMES if written[name]}
     media_mb = sum(r.media_bytes for r in results) / 2**20
-    logger.info("%s: %s (%.1f MB of media)", out_dir, ", ".join(f"{n} {name}" for name, n in counts.items()), media_mb)
+    logger.info("%s: %s (%.1f MB of media) in %.1f s: %.0f records/s, %.1f MB/s of media",
+                out_dir, ", ".join(f"{n} {name}" for name, n in counts.items()), media_mb, seconds,
+                sum(counts.values()) / seconds, media_mb / seconds)  # fmt: skip
     return counts
+
+
+def _shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def _plan(dataset: datasets.Dataset, split: tuple[float, ...], shard_size: int, seed: int, bad_records: str) -> str:
+    """What a convert's shards depend on, as a digest: an interrupted convert is resumed only by one with the same
+    plan. The dataset is named by its `datasets` fingerprint, which follows the data files (their size and mtime) and
+    the reading options; with `datasets` caching off it is random, and a convert always starts over."""
+    from framelm.training.env import framelm_version
+
+    plan = {"dataset": dataset._fingerprint, "records": len(dataset), "split": list(split), "shard_size": shard_size,
+            "seed": seed, "bad_records": bad_records, "format_version": SHARD_FORMAT_VERSION,
+            "framelm_version": framelm_version()}  # fmt: skip
+    return hashlib.sha256(orjson.dumps(plan, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _complete_shards(partial: Path) -> dict[str, ShardResult]:
+    """The shards an interrupted convert of the same plan finished: a shard has its name only once it is complete
+    (under `strict`, only when none of its records was bad). Their counts are read back from their tar headers."""
+    done = {}
+    for path in sorted(partial.glob("*.tar")):
+        result = ShardResult(path.name)
+        with tarfile.open(path) as tar:
+            for member in tar:
+                name = member.name.split(".", 1)[1]
+                if name == "json":
+                    result.records += 1
+                else:
+                    result.members.add(name)
+                    result.media_bytes += member.size
+        done[path.name] = result
+    return done
 
 
 _DATASET: datasets.Dataset | None = None  # the rows, set once per worker process
@@ -113,10 +174,16 @@ def _init_worker(dataset: datasets.Dataset) -> None:
     _DATASET = dataset
 
 
-def _run(tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | None) -> list[ShardResult]:
-    workers = min(num_proc or 1, len(tasks))
-    jobs = [(name, number, first, indices, folder) for name, number, first, indices in tasks]
-    progress = tqdm(total=len(dataset), desc="writing shards", unit="record")
+def _run(
+    tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | None, keep_bad: bool
+) -> list[ShardResult]:
+    if not tasks:
+        return []
+    if num_proc is None:  # workers cost ~0.5 s to start: every core for a large dataset only
+        num_proc = len(os.sched_getaffinity(0)) if len(dataset) >= PARALLEL_MIN_RECORDS else 1
+    workers = min(num_proc, len(tasks))
+    jobs = [(name, number, first, indices, folder, keep_bad) for name, number, first, indices in tasks]
+    progress = tqdm(total=sum(len(task[3]) for task in tasks), desc="writing shards", unit="record")
     results = []
     if workers <= 1:
         _init_worker(dataset)
@@ -132,17 +199,21 @@ def _run(tasks: list, dataset: datasets.Dataset, folder: str, num_proc: int | No
         progress.close()
         if workers > 1:
             pool.terminate()
-    return sorted(results, key=lambda r: r.name)
+    return results
 
 
 def _write_shard(job: tuple) -> ShardResult:
-    split, number, first, indices, folder = job
-    result = ShardResult(name=f"{split}-{number:06d}.tar")
+    """Write one shard beside its name and rename it into place when complete; a shard with bad records keeps its
+    partial name under `strict` (the convert stops; once the media are fixed, the next run writes it again)."""
+    split, number, first, indices, folder, keep_bad = job
+    result = ShardResult(name=_shard_name(split, number))
+    final = os.path.join(folder, result.name)
+    partial = os.path.join(folder, f".{result.name}.partial")
     # rows in Arrow batches, converted to plain Python rows in C++: `datasets`' per-row formatting costs more than
     # reading the media and writing the tar together
     table = _DATASET.select(indices).with_format("arrow")
     rows = (row for batch in table.iter(ROWS_PER_READ) for row in batch.to_pylist())
-    with TarShard(os.path.join(folder, result.name)) as sink:
+    with TarShard(partial) as sink:
         for offset, row in enumerate(rows):
             try:
                 members, media = _media_members([Media.from_row(m) for m in row["media"]])
@@ -152,75 +223,185 @@ def _write_shard(job: tuple) -> ShardResult:
                                                      kind="missing_file"))  # fmt: skip
                 continue
             key = f"{split}_{first + offset:09d}"
-            sink.add(f"{key}.json", orjson.dumps(row | {"media": media}))
-            for name, data in members.items():
-                sink.add(f"{key}.{name}", data)
+            row["media"] = media
+            try:
+                sink.add(f"{key}.json", orjson.dumps(row))
+                for name, content in members:
+                    result.media_bytes += sink.add(f"{key}.{name}", content)
+            finally:
+                for _, content in members:
+                    if isinstance(content, OpenFile):
+                        content.close()
             result.records += 1
-            result.members.update(members)
-            result.media_bytes += sum(len(data) for data in members.values())
+            result.members.update(name for name, _ in members)
+    if result.problems and not keep_bad:
+        return result
+    os.replace(partial, final)
     return result
 
 
-class TarShard:
-    """A WebDataset shard written member by member: `tarfile`'s own USTAR headers (`TarInfo.tobuf`) straight into a
-    buffered file. The same members as `tarfile.addfile` or `webdataset.TarWriter` write (the latter with a PAX
-    header before each, from its float mtime), in half the time: with small images the per-member work, not the
-    bytes, is what a convert spends its time on (`bench/data_scale.py`). Read by `tarfile`, GNU tar, webdataset,
-    `datasets` and energon (tests/data/test_shards.py)."""
+class OpenFile:
+    """A media file opened once: its size from the open descriptor, its bytes copied into the shard from it (never
+    read into Python when large). The size is checked against what was copied: a file changing meanwhile is an
+    error, not a corrupt member."""
 
     def __init__(self, path: str):
-        self.file = open(path, "wb", buffering=1 << 20)  # closed by __exit__
-        self.mtime = int(time.time())
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        try:
+            self.size = os.fstat(self.fd).st_size
+        except OSError:
+            os.close(self.fd)
+            raise
 
-    def add(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), self.mtime, 0o444
-        self.file.write(info.tobuf(tarfile.USTAR_FORMAT))
-        self.file.write(data)
-        self.file.write(bytes(-len(data) % tarfile.BLOCKSIZE))  # members fill whole 512-byte blocks
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class TarShard:
+    """A WebDataset shard written member by member into one file: USTAR headers built from a template (the same bytes
+    `tarfile.TarInfo.tobuf` makes for them, at a tenth of the cost), small contents gathered into large writes, large
+    media files copied by the kernel. Every member has mtime `SHARD_MTIME`, mode 0444, owner 0:0 and no owner names,
+    so a shard's bytes depend on its content only. Read by `tarfile`, GNU tar, webdataset, `datasets` and energon
+    (tests/data/test_shards.py)."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "wb", buffering=0)  # closed by __exit__
+        self.fd = self.file.fileno()
+        self.buffer = bytearray()
+
+    def add(self, name: str, content: bytes | OpenFile) -> int:
+        """Append a member; returns its size."""
+        size = len(content) if isinstance(content, bytes) else content.size
+        self.buffer += ustar_header(name, size)
+        if isinstance(content, bytes):
+            self.buffer += content
+        elif size < SENDFILE_FROM:
+            data = os.pread(content.fd, size, 0)
+            if len(data) != size:
+                raise OSError(f"{content.path} changed while it was copied ({size} bytes expected, {len(data)} read)")
+            self.buffer += data
+        else:
+            self.flush()
+            self._sendfile(content, size)
+        self.buffer += bytes(-size % tarfile.BLOCKSIZE)  # members fill whole 512-byte blocks
+        if len(self.buffer) >= WRITE_BUFFER:
+            self.flush()
+        return size
+
+    def _sendfile(self, source: OpenFile, size: int) -> None:
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(self.fd, source.fd, offset, size - offset)
+            if sent == 0:
+                raise OSError(f"{source.path} changed while it was copied ({size} bytes expected, {offset} read)")
+            offset += sent
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.file.write(self.buffer)  # a FileIO write of a regular file writes it all
+            self.buffer.clear()
 
     def __enter__(self) -> TarShard:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.file.write(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker
-        self.file.close()
+        try:
+            if exc[0] is None:
+                self.buffer += bytes(2 * tarfile.BLOCKSIZE)  # the end-of-archive marker
+                self.flush()
+        finally:
+            self.file.close()
 
 
-def _media_members(media: list[Media]) -> tuple[dict[str, bytes], list[dict]]:
-    """({member name: bytes}, the json's media entries) of one sample."""
-    members, entries = {}, []
-    for index, item in enumerate(media):
-        if item.kind != "frames":
-            data = item.data if item.data is not None else _read(item.path)
-            name = f"{index}{extension_of(data, '' if item.data is not None else item.path)}"
-            members[name] = data
-            entries.append({"kind": item.kind, "name": name, "frames": [], "fps": None})
-            continue
-        if item.frames:
-            frames = [(f.data if f.data is not None else _read(f.path), f.path) for f in item.frames]
-            fps = item.fps
-        else:  # a frame folder: its frames in the processor's order, and its <folder>.json frame rate
-            names = _frame_names(item.path)
-            frames = [(_read(os.path.join(item.path, n)), n) for n in names]
-            fps = _folder_fps(item.path)
-        names = []
-        for number, (data, original) in enumerate(frames, start=1):
-            names.append(f"{index}.{number:05d}{extension_of(data, original, '.jpg')}")
-            members[names[-1]] = data
-        entries.append({"kind": "frames", "name": str(index), "frames": names, "fps": fps})
+_HEADER_MIDDLE = b"%07o\x00" % MEMBER_MODE + b"0000000\x00" * 2  # mode, uid, gid
+_HEADER_TAIL = (
+    b"0" + bytes(100) + tarfile.POSIX_MAGIC + bytes(64) + bytes(16) + bytes(155 + 12)
+)  # typeflag, linkname, magic and version, uname and gname (empty), devmajor, devminor, prefix, padding
+_MTIME_FIELD = b"%011o\x00" % SHARD_MTIME
+_CONSTANT_SUM = sum(_HEADER_MIDDLE) + sum(_MTIME_FIELD) + sum(_HEADER_TAIL) + 8 * ord(" ")
+MAX_FAST_SIZE = 8**11 - 1  # the largest size a USTAR header holds in octal
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte header of a regular file member `name` of `size` bytes, as `tarfile` writes it (USTAR, or PAX for a
+    name longer than 100 bytes or a file of 8 GiB or more), with the shard's fixed mtime, mode and owner."""
+    encoded = name.encode("utf-8")
+    if len(encoded) > 100 or size > MAX_FAST_SIZE or not encoded.isascii():
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = size, SHARD_MTIME, MEMBER_MODE, "", ""
+        return info.tobuf(tarfile.PAX_FORMAT)
+    size_field = b"%011o\x00" % size
+    checksum = _CONSTANT_SUM + sum(encoded) + sum(size_field)
+    return b"".join((encoded, bytes(100 - len(encoded)), _HEADER_MIDDLE, size_field, _MTIME_FIELD,
+                     b"%06o\x00 " % checksum, _HEADER_TAIL))  # fmt: skip
+
+
+def _media_members(media: list[Media]) -> tuple[list[tuple[str, bytes | OpenFile]], list[dict]]:
+    """([(member name, bytes or an open local file)], the json's media entries) of one sample. Every file is opened
+    before any member is written, so a sample whose media cannot all be read writes nothing (its files are closed)."""
+    members, entries = [], []
+    try:
+        for index, item in enumerate(media):
+            if item.kind != "frames":
+                content = item.data if item.data is not None else _open(item.path)
+                if item.data is not None:
+                    extension = extension_of(content, item.path)
+                else:  # a file's own extension, else one read from its first bytes
+                    extension = extension_of(b"", item.path, "") or extension_of(_head(content), "")
+                name = f"{index}{extension}"
+                members.append((name, content))
+                entries.append({"kind": item.kind, "name": name, "frames": [], "fps": None})
+                continue
+            if item.frames:
+                frames = [(f.data if f.data is not None else _read(f.path), f.path) for f in item.frames]
+                fps = item.fps
+            else:  # a frame folder: its frames in the processor's order, and its <folder>.json frame rate
+                from framelm.processing.media_framelm import _folder_fps, _frame_names  # the processor's own reading
+
+                names = _frame_names(item.path)
+                frames = [(_read(os.path.join(item.path, n)), n) for n in names]
+                fps = _folder_fps(item.path)
+            names = []
+            for number, (data, original) in enumerate(frames, start=1):
+                names.append(f"{index}.{number:05d}{extension_of(data, original, '.jpg')}")
+                members.append((names[-1], data))
+            entries.append({"kind": "frames", "name": str(index), "frames": names, "fps": fps})
+    except BaseException:
+        for _, content in members:
+            if isinstance(content, OpenFile):
+                content.close()
+        raise
     return members, entries
 
 
-def _read(path: str) -> bytes:
+def _open(path: str) -> bytes | OpenFile:
     if is_remote(path):  # the policy of data/paths.py; samples reach here resolved by it
+        from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
+
         return fetch_bytes(path, FetchLimits())
-    with open(path, "rb") as f:
-        return f.read()
+    return OpenFile(path)
+
+
+def _head(content: bytes | OpenFile) -> bytes:
+    return content[:16] if isinstance(content, bytes) else os.pread(content.fd, 16, 0)
+
+
+def _read(path: str) -> bytes:
+    content = _open(path)
+    if isinstance(content, bytes):
+        return content
+    try:
+        data = os.pread(content.fd, content.size, 0)
+    finally:
+        content.close()
+    return data
 
 
 def _write_metadata(folder: str, results: list[ShardResult], written: dict[str, int]) -> None:
-    """The manifest, the dataset card and energon's dataset.yaml."""
+    """The dataset card, energon's dataset.yaml and, last, the manifest."""
     from framelm.training.env import framelm_version as version
 
     members = sorted(set().union(*(r.members for r in results)), key=lambda n: (len(n), n))
@@ -236,13 +417,15 @@ def _write_metadata(folder: str, results: list[ShardResult], written: dict[str, 
         "media_bytes": sum(r.media_bytes for r in results),
         "features": features.to_dict(),
     }
-    with open(os.path.join(folder, SHARD_MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(_dataset_card(features, splits))
-    os.makedirs(os.path.join(folder, ".nv-meta"))
+    os.makedirs(os.path.join(folder, ".nv-meta"), exist_ok=True)
     with open(os.path.join(folder, ".nv-meta", "dataset.yaml"), "w", encoding="utf-8") as f:
         f.write(ENERGON_DATASET_YAML)
+    temporary = os.path.join(folder, f".{SHARD_MANIFEST}.tmp")  # the manifest last, whole or absent
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(temporary, os.path.join(folder, SHARD_MANIFEST))
 
 
 def _dataset_card(features: datasets.Features, splits: dict) -> str:
