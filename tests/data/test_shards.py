@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
+from framelm.training.cli import data_main
 from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Sample
 from framelm.training.data.shards import read_manifest, shard_source, stream_shards

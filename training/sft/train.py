@@ -21,23 +21,27 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from framelm.training.data.policy import DataError
+    """Errors are `FrameLMError`s, printed as one line by `framelm` (cli.main, or `run_command` when launched)."""
     from framelm.training.launch import launch_if_asked
 
     argv = sys.argv[1:] if argv is None else argv
     if (exit_code := launch_if_asked(argv)) is not None:  # --accelerate_config, --num_processes: re-run launched
         return exit_code
-
-    try:
-        script_args, data_args, training_args, model_args = parse_args(argv)
-    except SystemExit as exit:  # --help (0) or a usage error (2), already printed
-        return int(exit.code or 0)
-    try:
-        run(script_args, data_args, training_args, model_args)
-    except DataError as err:  # the message names the records or the file and the fixes: a traceback would bury it
-        print(f"framelm train: {err}", file=sys.stderr)
-        return 1
+    check_recipe(argv)
+    script_args, data_args, training_args, model_args = parse_args(argv)
+    run(script_args, data_args, training_args, model_args)
     return 0
+
+
+def check_recipe(argv: list[str]) -> None:
+    """A missing or malformed `--config` is reported before trl and torch load (seconds, and their log noise)."""
+    from framelm.training.sft.recipes import read_recipe
+
+    for at, word in enumerate(argv):
+        if word == "--config" and at + 1 < len(argv):
+            read_recipe(argv[at + 1])
+        elif word.startswith("--config="):
+            read_recipe(word.split("=", 1)[1])
 
 
 def build_parser():
@@ -45,10 +49,10 @@ def build_parser():
     from trl import ModelConfig, TrlParser
 
     from framelm.training.data.arguments import DataArguments
-    from framelm.training.errors import OneLineErrors
     from framelm.training.sft.arguments import FrameLMArguments, FrameLMSFTConfig
+    from framelm.training.sft.recipes import RecipeParser
 
-    class TrainParser(OneLineErrors, TrlParser):
+    class TrainParser(RecipeParser, TrlParser):
         pass
 
     return TrainParser(
@@ -71,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> tuple:
         parser.error("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
     if data_args.dataset is None:
         parser.error("say what to train on: --dataset FILE_OR_MIXTURE_YAML (or a dataset folder, Hub id or shards)")
+    require_reporters(training_args.report_to)
     return script_args, data_args, training_args, model_args
 
 
@@ -159,5 +164,24 @@ def share_cores_with_workers(num_workers: int) -> None:
         torch.set_num_threads(threads)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def require_reporters(report_to) -> None:
+    """`--report_to wandb` without wandb installed: one line before anything loads, not a traceback at step 0."""
+    import importlib.util
+
+    from framelm.training.errors import SetupError
+
+    packages = {"wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "neptune": "neptune",
+                "clearml": "clearml", "tensorboard": "tensorboard", "trackio": "trackio", "swanlab": "swanlab",
+                "dvclive": "dvclive", "aim": "aim"}  # fmt: skip
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        package = packages.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise SetupError(f"--report_to {name}: the {package} library is not installed",
+                             f"pip install {package}, or pass --report_to none")  # fmt: skip
+
+
+if __name__ == "__main__":  # `accelerate launch -m framelm.training.sft.train`: the same one-line errors
+    from framelm.training.errors import run_command
+
+    sys.exit(run_command("train", main, sys.argv[1:]))
