@@ -75,14 +75,15 @@ def user_error(err: BaseException) -> FrameLMError | None:
     if module.startswith("yaml"):  # yaml.YAMLError and its subclasses: the file and line are in the message
         text = " ".join(str(err).split())
         return InputError(f"malformed YAML: {text}", "fix the YAML syntax at the line shown")
-    if module.startswith("huggingface_hub") and type(err).__name__ in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"):
+    if module.startswith("huggingface_hub") and type(err).__name__ in (
+        "OfflineModeIsEnabled",
+        "LocalEntryNotFoundError",
+    ):
         return SetupError(" ".join(str(err).split()), "unset HF_HUB_OFFLINE, or use a local copy")
     return None
 
 
-def run_command(
-    command: str | Callable[[], str], function: Callable[[list[str]], int | None], argv: list[str]
-) -> int:
+def run_command(command: str | Callable[[], str], function: Callable[[list[str]], int | None], argv: list[str]) -> int:
     """Run one command's `main(argv)`: a `FrameLMError` (or a user error a library raised) becomes one line on
     stderr and its class's exit code; a closed stdout (`framelm -h | head`) ends quietly. `command` is the name in
     the message (or a function returning it, for a name known only once the arguments are read)."""
@@ -163,7 +164,7 @@ class FrameLMParser(argparse.ArgumentParser):
         return super().parse_known_args(self.spelled_as_declared(args), namespace)
 
     def spelled_as_declared(self, args: list[str]) -> list[str]:
-        """`--image-folder` where only `--image_folder` exists (and the reverse): one spelling rule for every option."""
+        """`--image-folder` where only `--image_folder` exists (and the reverse): one spelling rule for all options."""
         known = self._option_string_actions
         out = []
         for word in args:

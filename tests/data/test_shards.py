@@ -16,8 +16,8 @@ from support.processes import free_port, run_process
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
-from framelm.training.data.arguments import DataArguments
 from framelm.training.cli import data_main
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Sample
 from framelm.training.data.shards import read_manifest, shard_source, stream_shards

@@ -7,8 +7,8 @@ import json
 import datasets
 import numpy as np
 
-from framelm.training.data.budget import measure_lengths
 from framelm.training.cli import data_main
+from framelm.training.data.budget import measure_lengths
 from framelm.training.data.sample import SAMPLE_FEATURES, Media, Sample, Turn
 from framelm.training.data.stats import TokenStats, token_stats
 

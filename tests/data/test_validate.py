@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from support.broken_media import png_claiming, zero_middle_packets
 
-from framelm.training.data.arguments import DataArguments
 from framelm.training.cli import data_main
+from framelm.training.data.arguments import DataArguments
 from framelm.training.data.media_check import MediaCheck, check_media_file
 from framelm.training.data.validate import validate
 

@@ -383,7 +383,7 @@ def test_summary_without_scores_reports_none_not_zero():
 )
 def test_input_errors_name_the_file_line_and_fix(server, bench, tmp_path, capsys, name, content, message):
     bench[name].write_text(content + "\n")
-    assert judge_main(judge_args(bench, tmp_path / "r.json", "--judge-url", server.url, "--judge-name", "j")) == 2
+    assert judge_main(judge_args(bench, tmp_path / "r.json", "--judge-url", server.url, "--judge-name", "j")) == 1
     assert re.search(message, capsys.readouterr().err) and not server.requests
 
 
@@ -405,7 +405,7 @@ def test_the_shipped_example_runs(server, tmp_path, monkeypatch, capsys):
 def test_a_damaged_review_file_is_reported_not_overwritten(server, bench, tmp_path, capsys):
     output = tmp_path / "reviews.json"
     output.write_text('{"reviews": [{"question_id": 1}]}')
-    assert judge_main(judge_args(bench, output, "--judge-url", server.url, "--judge-name", "j")) == 2
+    assert judge_main(judge_args(bench, output, "--judge-url", server.url, "--judge-name", "j")) == 1
     assert "reviews.json: not a framelm judge review file" in capsys.readouterr().err
     assert output.read_text() == '{"reviews": [{"question_id": 1}]}' and not server.requests
 

@@ -209,7 +209,7 @@ def test_a_crlf_key_is_stripped_and_a_bad_one_refused_unechoed(faulty, bench, tm
     assert all(review["reply"].endswith("(request authorized by Bearer ***)")
                for review in json.loads((tmp_path / "r.json").read_text())["reviews"])  # fmt: skip
     monkeypatch.setenv(KEY_ENV, API_KEY[:6] + "\n" + API_KEY[6:])
-    assert judge_main(judge_args(bench, tmp_path / "r2.json", "--judge-url", server.url, "--judge-name", "j")) == 2
+    assert judge_main(judge_args(bench, tmp_path / "r2.json", "--judge-url", server.url, "--judge-name", "j")) == 1
     err = capsys.readouterr().err
     assert f"${KEY_ENV} holds a space, control or non-ASCII character at position 6 of the key" in err
     assert API_KEY[6:] not in err and API_KEY[:6] not in err

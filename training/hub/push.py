@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import sys
 import threading
 from pathlib import Path
+
+from framelm.training.errors import FrameLMParser, InputError
 
 REQUIRED_FILES = ("README.md", "config.json", "processor_config.json", "modeling_framelm.py")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -33,8 +34,7 @@ class PushError(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framelm push", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = FrameLMParser(prog="framelm push", description=__doc__)  # fmt: skip
     parser.add_argument("folder", type=Path, help="A folder written by `framelm export`.")
     parser.add_argument("--repo-id", required=True, help="Target model repository, e.g. me/my-framelm.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private (if it is new).")
@@ -191,8 +191,7 @@ def main(argv: list[str]) -> int:
             deadline=args.deadline,
         )
     except PushError as err:
-        print(f"framelm push: error: {err}", file=sys.stderr)
-        return 1
+        raise InputError(str(err)) from err
     where = getattr(info, "pr_url", None) or getattr(info, "commit_url", info)
     print(f"pushed {args.folder} to {args.repo_id}: {where}")
     return 0

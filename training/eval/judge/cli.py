@@ -26,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from framelm.training.errors import FrameLMParser, InputError
 from framelm.training.eval.judge.backends import JudgeUnavailableError, make_judge
 from framelm.training.eval.judge.inputs import (
     JudgeInputError,
@@ -43,11 +44,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FrameLMParser(
         prog="framelm judge",
         description=__doc__,
         epilog=FORMULA,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("inputs (llava-bench-in-the-wild layout)")
     data.add_argument(
@@ -228,8 +228,7 @@ def main(argv: list[str]) -> int:
         tasks = _load_tasks(args, names, judge_name)
         reviews = load_reviews(args.output)
     except JudgeInputError as error:
-        print(f"framelm judge: error: {error}", file=sys.stderr)
-        return 2
+        raise InputError(str(error)) from error
 
     fresh = {item.key for item in fresh_reviews(tasks, reviews)}
     redo = {key for key in fresh if args.retry_unparseable and reviews[key].status == "unparseable"}
@@ -259,8 +258,7 @@ def main(argv: list[str]) -> int:
                 device=args.device,
             )
         except ValueError as error:  # an API key no HTTP header can carry, a local judge without a chat template
-            print(f"framelm judge: error: {error}", file=sys.stderr)
-            return 2
+            raise InputError(str(error)) from error
         try:
             run_reviews(
                 tasks,
