@@ -112,6 +112,9 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
         processing_class=processor,
         peft_config=peft_config_for(model_args, script_args.stage),
         skipped_records=data.skipped,
+        max_bad_fraction=data_args.max_bad_fraction,
+        records=None if data.streamed else len(data.train),
+        source=data_args.dataset,
         callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
