@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     },
     "train": ("sft.train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
     "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
-    "generate": ("eval.generate", "Batch inference from a NeVA-style prompt jsonl."),
+    "generate": ("eval.generate_args", "Batch inference from a NeVA-style prompt jsonl."),
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
     "export": ("hub.export", "Write a complete Hub folder with weights, remote code, processor and model card."),
     "push": ("hub.push", "Upload an exported folder to the Hugging Face Hub."),
