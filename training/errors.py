@@ -71,6 +71,8 @@ def user_error(err: BaseException) -> FrameLMError | None:
             PermissionError: "permission denied",
         }[type(err)]
         return InputError(f"{err.filename}: {what}", "check the path")
+    if type(err) is ConnectionError:  # datasets: a Hub dataset that cannot be reached (offline, no network)
+        return SetupError(" ".join(str(err).split()), "check the network or HF_HUB_OFFLINE; a local path must exist")
     module = type(err).__module__ or ""
     if module.startswith("yaml"):  # yaml.YAMLError and its subclasses: the file and line are in the message
         text = " ".join(str(err).split())

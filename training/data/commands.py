@@ -116,8 +116,8 @@ def _counting_processor(counts: TokenCountArguments):
     if config.get("model_type") != "framelm":
         raise InputError(
             f"--model {name} is a {config.get('model_type')!r} model, not a FrameLM",
-            "pass a folder from `framelm init` or `framelm train` (or import a llava-hf model: framelm init "
-            "--from-llava)",
+            "pass a folder from `framelm init` or `framelm train`; a llava-hf model imports with framelm init "
+            "--from-llava",
         )
     processor = FrameLMProcessor.from_pretrained(name)
     if counts.num_frames is not None:

@@ -119,6 +119,11 @@ def main(argv: list[str]) -> int:
     if args.tiny == bool(args.vision or args.language) and not (args.from_llava or args.chat_template):
         build_parser().error("pass either --tiny, or both --vision and --language (or --from-llava)")
     require_empty_out(args.out, args.overwrite)
+    from framelm.training.data.paths import require_local_or_hub
+
+    for option in ("vision", "language", "from_llava"):  # a mistyped folder is never looked up on the Hub
+        if getattr(args, option):
+            require_local_or_hub(getattr(args, option), "--" + option.replace("_", "-"))
     if args.from_llava or args.chat_template:
         from framelm.training.model.import_llava import run_import
 
@@ -139,10 +144,12 @@ def main(argv: list[str]) -> int:
         out = build_tiny_framelm(args.out, frame_timestamps=args.frame_timestamps, **config_kwargs)
     else:
         from framelm.training.model.build import build_from_components, save_framelm
+        from framelm.training.model.loading import model_load_errors
 
-        model, processor = build_from_components(
-            args.vision, args.language, args.frame_timestamps, dtype=args.dtype, **config_kwargs
-        )
+        with model_load_errors("--vision/--language", f"{args.vision} + {args.language}"):
+            model, processor = build_from_components(
+                args.vision, args.language, args.frame_timestamps, dtype=args.dtype, **config_kwargs
+            )
         out = save_framelm(model, processor, args.out)
     print(f"wrote a FrameLM to {out}")
     return 0

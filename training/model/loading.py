@@ -88,7 +88,7 @@ def model_load_errors(option: str, name: str):
         if isinstance(err, FileNotFoundError) and err.filename:
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fix = "pass a FrameLM folder (framelm init / train) or Hub id"
+        fix = "pass a local folder or an existing Hub id (HF_HUB_OFFLINE=1: only models already downloaded)"
         raise InputError(f"{option} {name}: {first}", fix) from err
 
 

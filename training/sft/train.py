@@ -66,13 +66,24 @@ def build_parser():
 def parse_args(argv: list[str] | None = None) -> tuple:
     """(FrameLMArguments, DataArguments, FrameLMSFTConfig, ModelConfig) from a recipe and flags. A user error (an
     unknown option, a bad value, no model or no data) exits with code 2 and one line saying what to fix."""
+    import warnings
+
+    from framelm.training.data.paths import require_local_or_hub
+
     parser = build_parser()
     try:
-        script_args, data_args, training_args, model_args = parser.parse_args_and_config(argv)
+        with warnings.catch_warnings():  # TRL's own default, not the user's choice: nothing they can act on
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+            script_args, data_args, training_args, model_args = parser.parse_args_and_config(argv)
     except ValueError as err:  # a value a dataclass refuses, or a recipe key that is no option
         parser.error(str(err))
     if not (model_args.model_name_or_path or script_args.init_from):
         parser.error("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
+    if model_args.model_name_or_path and not script_args.init_from:  # a mistyped folder is never looked up on the Hub
+        require_local_or_hub(model_args.model_name_or_path, "--model_name_or_path")
+    for name in script_args.init_from or []:
+        if name != "tiny":
+            require_local_or_hub(name, "--init_from")
     if data_args.dataset is None:
         parser.error("say what to train on: --dataset FILE_OR_MIXTURE_YAML (or a dataset folder, Hub id or shards)")
     require_reporters(training_args.report_to)
@@ -179,7 +190,10 @@ def require_reporters(report_to) -> None:
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     for name in names:
         package = packages.get(name)
-        if package and importlib.util.find_spec(package) is None:
+        if package is None:
+            continue
+        installed = sys.modules[package] is not None if package in sys.modules else importlib.util.find_spec(package)
+        if not installed:
             raise SetupError(f"--report_to {name}: the {package} library is not installed",
                              f"pip install {package}, or pass --report_to none")  # fmt: skip
 
