@@ -113,8 +113,19 @@ def _report(err: BaseException, command: str) -> int:
     error = user_error(err)
     if error is None:
         raise err
+    _close_progress_bars()
     print(error.line(command), file=sys.stderr)
     return error.exit_code
+
+
+def _close_progress_bars() -> None:
+    """A progress bar left open by the failure (training's) ends its line first: the error gets a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        try:
+            bar.close()
+        except Exception:  # a bar that cannot close must not hide the error
+            pass
 
 
 def _closed_stdout() -> int:
