@@ -30,9 +30,11 @@ class FrameLMError(Exception):
         super().__init__(message)
         self.message, self.fix = message, fix
 
+    def __str__(self) -> str:
+        return self.message + (f" ({self.fix})" if self.fix else "")
+
     def line(self, command: str) -> str:
-        where = f"framelm {command}" if command else "framelm"
-        return f"{where}: error: {self.message}" + (f" ({self.fix})" if self.fix else "")
+        return f"{f'framelm {command}' if command else 'framelm'}: error: {self}"
 
 
 class UsageError(FrameLMError):

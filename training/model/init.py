@@ -8,6 +8,8 @@ framelm init --from-llava llava-hf/llava-interleave-qwen-0.5b-hf --out my-framel
 from __future__ import annotations
 
 import importlib.util
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -54,8 +56,10 @@ class InitArguments:
     )  # fmt: skip
     chat_template: str | None = field(
         default=None,
-        metadata={"help": "With --from-llava: a Jinja chat template to use instead of the source's; it must put each "
-                  "assistant reply and its end-of-turn token inside {%% generation %%} ... {%% endgeneration %%}."},
+        metadata={"help": "Default: the language model's own chat template (or the source's, with --from-llava), "
+                  "made trainable: media placeholders and {%% generation %%} markers added. `chatml`: framelm's "
+                  "ChatML template. FILE: a Jinja template to use instead (with --from-llava it must already put "
+                  "each reply and its end-of-turn token inside {%% generation %%} ... {%% endgeneration %%})."},
     )  # fmt: skip
     projector_type: ProjectorType = field(
         default="mlp2x_gelu", metadata={"help": "Projector from vision features to LM embeddings (LLaVA-1.5's)."}
@@ -114,7 +118,20 @@ def require_empty_out(out: str, overwrite: bool) -> None:
                          "name a new folder, or pass --overwrite")  # fmt: skip
 
 
+@contextmanager
+def template_errors():
+    from framelm.training.errors import InputError
+    from framelm.training.model.llava_chat_template import ChatTemplateError
+
+    try:
+        yield
+    except ChatTemplateError as err:
+        raise InputError(str(err)) from err  # its message names the fix
+
+
 def main(argv: list[str]) -> int:
+    from framelm.training.errors import UsageError
+
     args = parse(argv)
     if args.tiny == bool(args.vision or args.language) and not (args.from_llava or args.chat_template):
         build_parser().error("pass either --tiny, or both --vision and --language (or --from-llava)")
@@ -124,7 +141,13 @@ def main(argv: list[str]) -> int:
     for option in ("vision", "language", "from_llava"):  # a mistyped folder is never looked up on the Hub
         if getattr(args, option):
             require_local_or_hub(getattr(args, option), "--" + option.replace("_", "-"))
-    if args.from_llava or args.chat_template:
+    if args.chat_template not in (None, "chatml") and not os.path.isfile(args.chat_template):
+        raise UsageError(f"--chat-template {args.chat_template}: no such file", "pass a Jinja file, or `chatml`")
+    if args.from_llava and args.chat_template == "chatml":
+        raise UsageError("--from-llava keeps the source's prompt format", "pass a template FILE, or none")
+    if args.tiny and args.chat_template not in (None, "chatml"):
+        raise UsageError("--tiny models use framelm's ChatML template", "drop --chat-template")
+    if args.from_llava:
         from framelm.training.model.import_llava import run_import
 
         return run_import(args, build_parser())
@@ -146,9 +169,14 @@ def main(argv: list[str]) -> int:
         from framelm.training.model.build import build_from_components, save_framelm
         from framelm.training.model.loading import model_load_errors
 
-        with model_load_errors("--vision/--language", f"{args.vision} + {args.language}"):
+        with model_load_errors("--vision/--language", f"{args.vision} + {args.language}"), template_errors():
             model, processor = build_from_components(
-                args.vision, args.language, args.frame_timestamps, dtype=args.dtype, **config_kwargs
+                args.vision,
+                args.language,
+                args.frame_timestamps,
+                args.chat_template,
+                dtype=args.dtype,
+                **config_kwargs,
             )
         out = save_framelm(model, processor, args.out)
     print(f"wrote a FrameLM to {out}")

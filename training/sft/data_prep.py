@@ -85,9 +85,9 @@ def load_for_training(data: DataArguments, processor, max_length: int | None) ->
         if too_long:
             dataset = dataset.select(np.flatnonzero(kept_turns(dataset) > 0))
     apply_bad_record_policy(problems, loaded.total, data.dataset, data.bad_records, skip_flag="--bad_records skip")
+    require_records(len(dataset), loaded.total, data.dataset)
     cause = ", ".join(sorted({problem.kind for problem in problems}))
     require_within_budget(len(problems), loaded.total, data.dataset, data.max_bad_fraction, cause)
-    require_records(len(dataset), loaded.total, data.dataset)
     logger.info("%s: %d records read, %d used, %d skipped", data.dataset, loaded.total, len(dataset), len(problems))
     return dataset, len(problems)
 
