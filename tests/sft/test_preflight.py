@@ -14,7 +14,7 @@ from framelm.training.cli import main as cli
 pytestmark = pytest.mark.slow
 
 QUICK = ["--per_device_train_batch_size", "2", "--max_steps", "1", "--dataloader_num_workers", "0", "--report_to",
-         "none", "--save_strategy", "no", "--activation_checkpointing", "false"]  # fmt: skip
+         "none", "--activation_checkpointing", "false"]  # fmt: skip
 
 
 def image_records(n: int) -> list[dict]:
@@ -46,9 +46,16 @@ def test_forgetting_the_image_folder_trains_nothing(tmp_path, make_image, tiny_m
     assert result.stderr.strip().splitlines()[-1] == line, result.stderr[-3000:]
     assert result.returncode == 1
     assert not (out / "model.safetensors").exists()
-    # with the folder named, the same command trains
-    assert cli([*argv, "--image_folder", str(tmp_path / "images")]) == 0
+    # with the folder named, the same command trains, and leaves framelm's model card (also in each checkpoint)
+    assert (
+        cli([*argv, "--image_folder", str(tmp_path / "images"), "--save_strategy", "steps", "--save_steps", "1"]) == 0
+    )
     assert (out / "model.safetensors").exists()
+    for card in (out / "README.md", out / "checkpoint-1" / "README.md"):
+        text = card.read_text()
+        assert "is a [framelm](https://pypi.org/project/framelm/) multimodal chat model" in text, card
+        assert "fine-tuned version of [None]" not in text and "trust_remote_code=True" in text
+        assert "`train.jsonl` (local data)" in text and str(tmp_path) not in text  # a local path by its name only
 
 
 def test_media_that_fail_to_decode_while_training_stop_the_run(tmp_path, make_image, tiny_model_dir, capsys):
@@ -60,7 +67,7 @@ def test_media_that_fail_to_decode_while_training_stop_the_run(tmp_path, make_im
     data.write_text("".join(json.dumps(r) + "\n" for r in image_records(6)))
     out = tmp_path / "run"
     argv = ["train", "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(out),
-            "--bad_records", "skip", "--seed", "0", *QUICK, "--max_steps", "3"]  # fmt: skip
+            "--bad_records", "skip", "--seed", "0", *QUICK, "--max_steps", "3", "--save_strategy", "no"]  # fmt: skip
     assert cli(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]  # on a line of its own: the progress bar was closed
     assert err.startswith(

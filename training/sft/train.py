@@ -97,7 +97,7 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     from framelm.training.batches.layout import BatchLayout
     from framelm.training.batches.varlen_attention import attend_sample_by_sample
     from framelm.training.model.loading import load_model_and_processor, peft_config_for, set_stage
-    from framelm.training.run_record import write_run_record
+    from framelm.training.run_record import run_record, write_run_record
     from framelm.training.sft.data_prep import configure_for_stream, prepare_datasets
     from framelm.training.sft.trainer import FrameLMTrainer
 
@@ -128,12 +128,15 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
         source=data_args.dataset,
         callbacks=callbacks,
     )
+    trainer.card_facts = lambda: run_record(script_args, data_args, training_args, model_args, trainer,
+                                            trainer.skipped_records)  # fmt: skip
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         write_run_record(training_args.output_dir, script_args, data_args, training_args, model_args, trainer,
                          trainer.skipped_records)  # fmt: skip
+        trainer.create_model_card()  # framelm's card, as `framelm export` writes it (without evaluation)
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped before training, %d while training: media "
                     "that failed to decode, each named in a warning above)", training_args.output_dir,
                     trainer.skipped_before_training, trainer.skipped_in_training)  # fmt: skip

@@ -3,9 +3,12 @@ framelm's own packing in place of TRL's."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from trl import SFTTrainer
@@ -44,6 +47,7 @@ class FrameLMTrainer(SFTTrainer):
         self.skipped_before_training = skipped_records
         self.max_bad_fraction, self.records, self.source = max_bad_fraction, records, source
         self._records_seen = 0
+        self.card_facts = None  # set by `framelm train`: () -> the run record so far, for the model card
         self.skipped_in_training = 0  # records left out of their batch by the collator, summed over steps and ranks
         self._throughput = torch.zeros(3, dtype=torch.float64)  # samples, tokens, media tokens since the last log
         self._throughput_since = time.perf_counter()
@@ -84,6 +88,29 @@ class FrameLMTrainer(SFTTrainer):
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
+
+    def create_model_card(self, model_name: str | None = None, *args, **kwargs) -> None:
+        """framelm's card (model/card.py), not TRL's stock one: TRL calls this at each checkpoint (and on
+        `push_to_hub`); `framelm train` once more at the end. `self.card_facts()` gives the run record so far."""
+        from framelm.training.model.card import write_card
+
+        if not self.is_world_process_zero():
+            return
+        run = self.card_facts() if self.card_facts is not None else None
+        model = self.accelerator.unwrap_model(self.model)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        write_card(model, self.processing_class, Path(self.args.output_dir),
+                   repo_id=self.args.hub_model_id or model_name or Path(self.args.output_dir).name,
+                   license_id="apache-2.0", datasets=(run or {}).get("datasets", []), run=run,
+                   evaluation=None)  # fmt: skip
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)  # TRL writes the card into output_dir first; the checkpoint gets it too
+        if self.is_world_process_zero():
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            card = Path(self.args.output_dir) / "README.md"
+            if folder.is_dir() and card.is_file():
+                shutil.copyfile(card, folder / "README.md")
 
     def _check_skip_budget(self) -> None:
         """The same decision on every rank (the counts were summed over ranks): the run stops as a whole."""
