@@ -32,10 +32,16 @@ from support.judge_bench import (
     table_rows,
 )
 
+from framelm.training.cli import main as framelm_main
 from framelm.training.eval.judge.backends import JudgeUnavailableError
-from framelm.training.eval.judge.cli import main as judge_main
 from framelm.training.eval.judge.http_judge import OpenAIChatJudge, base_url
 from framelm.training.eval.judge.protocol import RETRY_PROMPT, parse_scores, summarize
+
+
+def judge_main(argv: list[str]) -> int:
+    """`framelm judge ARGV` as the command line runs it: errors are one line and an exit code."""
+    return framelm_main(["judge", *argv])
+
 
 # What the scripted judge replies to each question's candidate answer; a list is one reply per attempt.
 REPLIES = {
@@ -419,8 +425,7 @@ def test_judge_options_are_checked(bench, tmp_path, capsys):
         (["--judge-model", "m", "--attempts", "0"], "--attempts, --save-every and --parallel must be at least 1"),
         (["--judge-model", "m", "--timeout", "nan"], "--timeout must be a positive number of seconds"),
     ]:
-        with pytest.raises(SystemExit):
-            judge_main([*base, *extra])
+        assert judge_main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
 
 

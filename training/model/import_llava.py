@@ -341,16 +341,8 @@ The weights, tokenizer and prompt format of {source} (`{report.source_class}`), 
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def run_import(args, parser) -> int:
-    """`framelm init --from-llava`: the architecture options come from the source, so setting them is an error."""
-    chosen = [
-        "--" + name.replace("_", "-")
-        for name in ("tiny", "vision", "language", "projector_type", "vision_feature_layer",
-                     "vision_feature_select_strategy", "video_pooling_stride")
-        if getattr(args, name) != parser.get_default(name)
-    ]  # fmt: skip
-    if chosen:
-        parser.error(f"--from-llava takes the model from the source; drop {' '.join(chosen)}")
+def run_import(args) -> int:
+    """`framelm init --from-llava` (its options checked by `model/init.py`)."""
     handler = logging.StreamHandler()  # the report is this command's output: shown once, whatever its level
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)

@@ -135,6 +135,16 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.tiny == bool(args.vision or args.language) and not (args.from_llava or args.chat_template):
         build_parser().error("pass either --tiny, or both --vision and --language (or --from-llava)")
+    if args.from_llava:  # the architecture comes from the source, so setting it is an error
+        parser = build_parser()
+        chosen = [
+            "--" + name.replace("_", "-")
+            for name in ("tiny", "vision", "language", "projector_type", "vision_feature_layer",
+                         "vision_feature_select_strategy", "video_pooling_stride")
+            if getattr(args, name) != parser.get_default(name)
+        ]  # fmt: skip
+        if chosen:
+            parser.error(f"--from-llava takes the model from the source; drop {' '.join(chosen)}")
     require_empty_out(args.out, args.overwrite)
     from framelm.training.data.paths import require_local_or_hub
 
@@ -150,7 +160,7 @@ def main(argv: list[str]) -> int:
     if args.from_llava:
         from framelm.training.model.import_llava import run_import
 
-        return run_import(args, build_parser())
+        return run_import(args)
     if not args.tiny and not (args.vision and args.language):
         build_parser().error("--vision and --language go together")
     config_kwargs = {
