@@ -184,6 +184,16 @@ class StatsArguments:
     _argument_group_name = "stats"
 
     bins: int = field(default=10, metadata={"help": "Bars of the histogram of total tokens."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Records per device and step, for the steps per epoch (TRL's default: 8)."}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps summed per optimizer step."})
+    num_processes: int = field(default=1, metadata={"help": "Training processes (GPUs) sharing each step."})
+
+    def __post_init__(self):
+        for name in ("bins", "per_device_train_batch_size", "gradient_accumulation_steps", "num_processes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be at least 1")
 
 
 @dataclass

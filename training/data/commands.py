@@ -69,7 +69,8 @@ def run_stats(data: DataArguments, counts: TokenCountArguments, options: StatsAr
     loaded = load_samples(data)
     apply_bad_record_policy(loaded.problems, loaded.total, data.dataset, data.bad_records)
     measured = measure_lengths(loaded.dataset, _counting_processor(counts), counts.max_length, data.num_proc)
-    print(token_stats(measured, counts.max_length).table(bins=options.bins))
+    batch = (options.per_device_train_batch_size, options.gradient_accumulation_steps, options.num_processes)
+    print(token_stats(measured, counts.max_length, batch).table(bins=options.bins))
     return 0
 
 
