@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "extract-frames": ("data.commands:extract_frames_main", "Videos -> folders of JPEG frames plus <video>.json."),
     },
     "train": ("sft.train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
+    "plot": ("sft.plot", "Draw a run's loss curve (and eval loss) as PNG files, from its trainer_state.json."),
     "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
     "generate": ("eval.generate_args", "Batch inference from a NeVA-style prompt jsonl."),
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),

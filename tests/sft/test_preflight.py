@@ -48,9 +48,21 @@ def test_forgetting_the_image_folder_trains_nothing(tmp_path, make_image, tiny_m
     assert not (out / "model.safetensors").exists()
     # with the folder named, the same command trains, and leaves framelm's model card (also in each checkpoint)
     assert (
-        cli([*argv, "--image_folder", str(tmp_path / "images"), "--save_strategy", "steps", "--save_steps", "1"]) == 0
+        cli(
+            [
+                *argv,
+                "--image_folder",
+                str(tmp_path / "images"),
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "1",
+                "--plot_loss",
+            ]
+        )
+        == 0
     )
-    assert (out / "model.safetensors").exists()
+    assert (out / "model.safetensors").exists() and (out / "training_loss.png").exists()  # --plot_loss
     for card in (out / "README.md", out / "checkpoint-1" / "README.md"):
         text = card.read_text()
         assert "is a [framelm](https://pypi.org/project/framelm/) multimodal chat model" in text, card

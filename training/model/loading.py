@@ -55,7 +55,9 @@ def _load_or_build(script_args, model_args):
         return build_tiny_framelm()
     if script_args.init_from:
         vision, language = script_args.init_from
-        return build_from_components(vision, language, dtype=dtype)
+        return build_from_components(
+            vision, language, chat_template=getattr(script_args, "chat_template", None), dtype=dtype
+        )
 
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor

@@ -136,7 +136,13 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
         processor.save_pretrained(training_args.output_dir)
         write_run_record(training_args.output_dir, script_args, data_args, training_args, model_args, trainer,
                          trainer.skipped_records)  # fmt: skip
+        trainer.save_state()  # trainer_state.json (the log history): `framelm plot RUN_DIR` reads it
         trainer.create_model_card()  # framelm's card, as `framelm export` writes it (without evaluation)
+        if script_args.plot_loss:
+            from framelm.training.sft.plot import plot_loss
+
+            for path in plot_loss(trainer.state.log_history, training_args.output_dir):
+                logger.info("loss curve: %s", path)
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped before training, %d while training: media "
                     "that failed to decode, each named in a warning above)", training_args.output_dir,
                     trainer.skipped_before_training, trainer.skipped_in_training)  # fmt: skip
