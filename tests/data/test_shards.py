@@ -329,3 +329,17 @@ def test_ddp_on_two_processes_streams_the_shards(tiny_model_dir, tmp_path, llava
     assert (tmp_path / "out" / "model.safetensors").exists()
     hyperparameters = json.loads((tmp_path / "out" / "framelm_run.json").read_text())["hyperparameters"]
     assert hyperparameters["num_processes"] == 2 and hyperparameters["global_steps"] == 2
+
+
+@pytest.mark.parametrize(("shard_size", "pattern"), [("100", "train-000000.tar"), ("4", "train-{000000..000003}.tar")])
+def test_the_cards_webdataset_example_opens_exactly_the_shards_written(tmp_path, llava_media, shard_size, pattern):
+    import re
+
+    import webdataset
+
+    assert convert(llava_media, tmp_path / "wds", "--shard-size", shard_size) == 0
+    card = (tmp_path / "wds" / "README.md").read_text()
+    (shown,) = re.findall(r'webdataset\.WebDataset\("THIS_FOLDER/([^"]+)"\)', card)
+    assert shown == pattern
+    samples = list(webdataset.WebDataset(str(tmp_path / "wds" / shown), shardshuffle=False))
+    assert len(samples) == 16  # every train sample, from shards that all exist
