@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
     "export": ("hub.export", "Write a complete Hub folder with weights, remote code, processor and model card."),
     "push": ("hub.push", "Upload an exported folder to the Hugging Face Hub."),
+    "estimate-memory": (
+        "model.memory",
+        "Parameters, trainable parameters and training memory per method (full, LoRA, QLoRA).",
+    ),
     "env": ("env", "Print the versions of framelm and its libraries and the devices seen, for bug reports."),
 }
 GROUP_HELP = {"data": "Validate, inspect, convert datasets and extract video frames."}

@@ -84,12 +84,6 @@ def append_line(handle, record: dict) -> None:
     os.fsync(handle.fileno())
 
 
-def main(argv: list[str]) -> int:
-    from framelm.training.eval.generate_args import parse
-
-    return run(parse(argv))
-
-
 def run(args) -> int:
     """`args`: a checked `GenerateArguments` (eval/generate_args.py)."""
     import torch
