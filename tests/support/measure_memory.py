@@ -15,7 +15,14 @@ import sys
 
 
 def rss_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS since `reset_peak` (VmHWM; not `ru_maxrss`, which keeps a forking parent's peak)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak RSS to the current RSS (Linux 4.0+)
+        f.write("5")
 
 
 def current_rss_mib() -> float:
@@ -37,9 +44,14 @@ def main(hidden: int, layers: int, tokens: int) -> dict:
     estimated = estimate(counts, args)["full"]
     # warm torch's kernels on a throwaway model so their one-time allocations are in the baseline
     warm = FrameLMForConditionalGeneration(tiny_config(train_tiny_tokenizer()))
-    warm(input_ids=torch.ones(1, 8, dtype=torch.long), labels=torch.ones(1, 8, dtype=torch.long)).loss.backward()
-    del warm
+    warm_ids = torch.randint(5, warm.config.text_config.vocab_size, (1, 8))  # short: its memory is no pool to reuse
+    warm_optimizer = torch.optim.AdamW(warm.parameters(), lr=1e-4)
+    for _ in range(2):
+        warm(input_ids=warm_ids, labels=warm_ids).loss.backward()
+        warm_optimizer.step()
+    del warm, warm_optimizer
     gc.collect()
+    reset_peak()
     before = current_rss_mib()
     model = FrameLMForConditionalGeneration(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
