@@ -270,3 +270,29 @@ def test_a_shipped_recipe_runs_by_name(tmp_path):
     script, data, training, _ = parse_args(["--config", "video_finetune", "--model_name_or_path", str(tmp_path),
                                             "--dataset", "d.json", "--output_dir", str(tmp_path)])  # fmt: skip
     assert script.num_frames == 16 and training.max_length == 8192 and data.bad_records == "skip"
+
+
+def test_a_lora_runs_base_model_is_found_from_any_directory(tmp_path, tiny_model_dir, monkeypatch):
+    """`export --merge-lora` from another directory: a run names its local base by its absolute path, and an older
+    adapter config's relative path resolves against the adapter folder first."""
+    import shutil
+    from types import SimpleNamespace
+
+    from framelm.training.errors import InputError
+    from framelm.training.hub.merge_lora import base_model_folder
+    from framelm.training.model.loading import load_model_and_processor
+
+    shutil.copytree(tiny_model_dir, tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    model_args = SimpleNamespace(model_name_or_path="base", model_revision=None, dtype=None, attn_implementation=None,
+                                 load_in_4bit=False, load_in_8bit=False)  # fmt: skip
+    model, _ = load_model_and_processor(SimpleNamespace(init_from=None, num_frames=None), model_args)
+    assert model.name_or_path == str(tmp_path / "base")  # what PEFT writes as base_model_name_or_path
+    (tmp_path / "runs" / "lora").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "runs")  # elsewhere
+    assert base_model_folder(tmp_path / "runs" / "lora", str(tmp_path / "base")) == str(tmp_path / "base")
+    assert base_model_folder(tmp_path / "runs" / "lora", "../../base") == str(
+        tmp_path / "runs" / "lora" / "../../base"
+    )
+    with pytest.raises(InputError, match=r"names base model 'base', which is not a folder here"):
+        base_model_folder(tmp_path / "runs" / "lora", "./base")

@@ -171,7 +171,7 @@ def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path
     data = tmp_path / "two.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "ddp"
-    config = os.path.join(os.path.dirname(__file__), "..", "training", "accelerate_configs", "ddp.yaml")
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "training", "accelerate_configs", "ddp.yaml")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
                "--main_process_port", str(free_port()), "--mixed_precision", "no", "-m", "framelm.training.sft.train",
                "--model_name_or_path", str(tiny_model_dir),
