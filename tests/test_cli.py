@@ -294,5 +294,5 @@ def test_a_lora_runs_base_model_is_found_from_any_directory(tmp_path, tiny_model
     assert base_model_folder(tmp_path / "runs" / "lora", "../../base") == str(
         tmp_path / "runs" / "lora" / "../../base"
     )
-    with pytest.raises(InputError, match=r"names base model 'base', which is not a folder here"):
+    with pytest.raises(InputError, match=r"names base model './base', which is not a folder here"):
         base_model_folder(tmp_path / "runs" / "lora", "./base")

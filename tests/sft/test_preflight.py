@@ -58,6 +58,8 @@ def test_forgetting_the_image_folder_trains_nothing(tmp_path, make_image, tiny_m
                 "--save_steps",
                 "1",
                 "--plot_loss",
+                "--logging_steps",
+                "1",
             ]
         )
         == 0

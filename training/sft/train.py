@@ -141,8 +141,12 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
         if script_args.plot_loss:
             from framelm.training.sft.plot import plot_loss
 
-            for path in plot_loss(trainer.state.log_history, training_args.output_dir):
+            written = plot_loss(trainer.state.log_history, training_args.output_dir)
+            for path in written:
                 logger.info("loss curve: %s", path)
+            if not written:
+                logger.warning("--plot_loss: no loss was logged (--logging_steps %s), so no curve was drawn",
+                               training_args.logging_steps)  # fmt: skip
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped before training, %d while training: media "
                     "that failed to decode, each named in a warning above)", training_args.output_dir,
                     trainer.skipped_before_training, trainer.skipped_in_training)  # fmt: skip
