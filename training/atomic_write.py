@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from framelm.training.errors import InputError
+
 WRITTEN_RECORD = ".framelm-written.json"  # inside each folder framelm wrote: {"written_by": ..., "files": [...]}
 LISTED = 5  # foreign names quoted in a refusal before "... and N more"
 
@@ -33,7 +35,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp creates 0600 files, which are then given the permissions `open` would give
 
 
-class NotWrittenByFramelmError(ValueError):
+class NotWrittenByFramelmError(InputError, ValueError):
     """A write would replace or delete something framelm did not write; the message names it and the way out."""
 
 

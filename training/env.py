@@ -51,13 +51,13 @@ def devices() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: framelm env    (prints versions and devices; takes no options)")
+        return 0
     if argv:
-        asked = argv[0] in ("-h", "--help")
-        print(
-            "usage: framelm env    (prints versions and devices; takes no options)",
-            file=sys.stdout if asked else sys.stderr,
-        )
-        return 0 if asked else 2
+        from framelm.training.errors import UsageError
+
+        raise UsageError(f"unrecognized arguments: {' '.join(argv)}", "`framelm env` takes no options")
     info = report()
     width = max(len(name) for name in info) + 1
     for name, value in info.items():

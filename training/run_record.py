@@ -21,6 +21,14 @@ def write_run_record(
     output_dir: str, script_args, data_args, training_args, model_args, trainer, skipped: int
 ) -> Path:
     """`trainer.processing_class` is the processor saved with the model: its `num_frames` is what training used."""
+    record = run_record(script_args, data_args, training_args, model_args, trainer, skipped)
+    path = Path(output_dir) / RUN_RECORD
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def run_record(script_args, data_args, training_args, model_args, trainer, skipped: int) -> dict:
+    """The record as it stands (also at a checkpoint, for the card written there)."""
     args = training_args.to_dict()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     record = {
@@ -38,9 +46,7 @@ def write_run_record(
         },
         "final_train_loss": losses[-1] if losses else None,
     }
-    path = Path(output_dir) / RUN_RECORD
-    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
-    return path
+    return record
 
 
 def read_run_record(model_dir: str | Path) -> dict | None:

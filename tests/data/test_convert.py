@@ -11,8 +11,8 @@ import pytest
 from support.pattern_video import read_pattern_index
 
 from framelm.processing.media_framelm import load_video, probe_video
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.extract_frames import extract_frames
 from framelm.training.data.loading import load_samples
 from framelm.training.data.sample import Sample

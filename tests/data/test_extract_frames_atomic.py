@@ -137,7 +137,7 @@ def test_sigkill_at_a_random_time_during_overwrite_then_rerun(tmp_path, make_mp4
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-1", "0", "1e-300", "1e9", "abc"])
 def test_interval_must_be_a_finite_positive_number_of_seconds_in_range(text, capsys):
-    from framelm.training.data.cli import main as data_main
+    from framelm.training.cli import data_main
 
     assert data_main(["extract-frames", "clip.mp4", "--interval", text]) == 2  # a usage error, no traceback
     err = capsys.readouterr().err

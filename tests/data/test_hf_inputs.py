@@ -19,8 +19,8 @@ import yaml
 from PIL import Image
 
 from framelm.training.batches.collator import FrameLMCollator
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.loading import load_samples
 from framelm.training.data.mixture import MixtureError, load_mixture
 from framelm.training.data.policy import BadRecordsError

@@ -11,8 +11,8 @@ import pyarrow.parquet
 import pytest
 import yaml
 
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.loading import load_samples
 from framelm.training.data.mixture import (
     PREPROCESS_FNS,

@@ -16,8 +16,8 @@ from support.processes import free_port, run_process
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Sample
 from framelm.training.data.shards import read_manifest, shard_source, stream_shards
@@ -182,8 +182,7 @@ def test_an_interrupted_convert_leaves_the_previous_output_intact(tmp_path, llav
         return write_shard(job)
 
     monkeypatch.setattr(writer, "_write_shard", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        convert(llava_media, out, "--sampling-seed", "7")
+    assert convert(llava_media, out, "--sampling-seed", "7") == 130  # `framelm: interrupted`, the shell's code
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
     # the half-written folder stays hidden beside it, its two complete shards kept for the next run of this convert
     (partial,) = tmp_path.glob(".wds.partial-*")
@@ -337,3 +336,17 @@ def test_ddp_on_two_processes_streams_the_shards(tiny_model_dir, tmp_path, llava
     assert (tmp_path / "out" / "model.safetensors").exists()
     hyperparameters = json.loads((tmp_path / "out" / "framelm_run.json").read_text())["hyperparameters"]
     assert hyperparameters["num_processes"] == 2 and hyperparameters["global_steps"] == 2
+
+
+@pytest.mark.parametrize(("shard_size", "pattern"), [("100", "train-000000.tar"), ("4", "train-{000000..000003}.tar")])
+def test_the_cards_webdataset_example_opens_exactly_the_shards_written(tmp_path, llava_media, shard_size, pattern):
+    import re
+
+    import webdataset
+
+    assert convert(llava_media, tmp_path / "wds", "--shard-size", shard_size) == 0
+    card = (tmp_path / "wds" / "README.md").read_text()
+    (shown,) = re.findall(r'webdataset\.WebDataset\("THIS_FOLDER/([^"]+)"\)', card)
+    assert shown == pattern
+    samples = list(webdataset.WebDataset(str(tmp_path / "wds" / shown), shardshuffle=False))
+    assert len(samples) == 16  # every train sample, from shards that all exist

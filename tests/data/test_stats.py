@@ -7,8 +7,8 @@ import json
 import datasets
 import numpy as np
 
+from framelm.training.cli import data_main
 from framelm.training.data.budget import measure_lengths
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.sample import SAMPLE_FEATURES, Media, Sample, Turn
 from framelm.training.data.stats import TokenStats, token_stats
 
@@ -67,3 +67,18 @@ def test_stats_cli(tmp_path, tiny_model_dir, capsys):
     assert out.startswith("20 records") and "p50" in out and "max_length 30:" in out
     assert data_main(["stats", str(path)]) == 2  # no model: nothing to count with
     assert "stats needs --model" in capsys.readouterr().err
+
+
+def test_stats_per_modality_and_steps_per_epoch(tiny_processor):
+    from framelm.training.data.stats import steps_per_epoch
+
+    stats = token_stats(measured(tiny_processor, None), batch=(2, 1, 1))
+    assert stats.modality.tolist() == ["text-only", "image", "image+video"]
+    table = stats.table()
+    text = stats.text.tolist()
+    assert f"  text-only            1{text[0]:>14,}{0:>14,}" in table
+    assert f"  image                1{text[1]:>14,}{16:>14,}" in table
+    assert f"  image+video          1{text[2]:>14,}{96:>14,}" in table
+    assert "steps per epoch: 2 (3 records, 2 per device x 1 process(es) x 1 accumulation)" in table
+    # as the Trainer counts: batches per process, then optimizer steps (a partial one counts)
+    assert [steps_per_epoch(1000, 8, 4, 2), steps_per_epoch(1000, 8), steps_per_epoch(0, 8)] == [16, 125, 0]

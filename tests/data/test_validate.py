@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from support.broken_media import png_claiming, zero_middle_packets
 
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.media_check import MediaCheck, check_media_file
 from framelm.training.data.validate import validate
 
@@ -185,7 +185,7 @@ def test_warnings_are_reported_but_only_errors_fail_the_command(tmp_path, media_
 
 
 def test_data_options_are_one_dataclass_with_dashed_flags_and_literal_choices(tmp_path, capsys):
-    from framelm.training.data.cli import parse
+    from framelm.training.data.commands import parse
 
     argv = ["d.jsonl", "--image-folder", "/i", "--video_folder", "/v", "--format", "sharegpt", "--no-media-check",
             "--ignore", "a", "--ignore", "b"]  # fmt: skip

@@ -29,7 +29,8 @@ def test_batch_generation_answers_every_good_prompt_and_reports_the_bad_one(
     ])  # fmt: skip
     out = tmp_path / "answers.jsonl"
     argv = ["generate", str(tiny_model_dir), "--prompt-file", str(prompts), "--output-file", str(out),
-            "--media-base-path", str(tmp_path), "--greedy", "--max-new-tokens", "5", "--batch-size", "2"]  # fmt: skip
+            "--media-base-path", str(tmp_path), "--greedy", "--max-new-tokens", "5", "--batch-size", "2",
+            "--max-bad-fraction", "0.3"]  # fmt: skip
     assert cli(argv) == 1  # a failed prompt makes the exit code non-zero ...
     answers = read_answers(out)
     assert [a["question_id"] for a in answers] == [0, 1, 3]  # ... but every other prompt is answered

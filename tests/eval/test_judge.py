@@ -32,10 +32,16 @@ from support.judge_bench import (
     table_rows,
 )
 
+from framelm.training.cli import main as framelm_main
 from framelm.training.eval.judge.backends import JudgeUnavailableError
-from framelm.training.eval.judge.cli import main as judge_main
 from framelm.training.eval.judge.http_judge import OpenAIChatJudge, base_url
 from framelm.training.eval.judge.protocol import RETRY_PROMPT, parse_scores, summarize
+
+
+def judge_main(argv: list[str]) -> int:
+    """`framelm judge ARGV` as the command line runs it: errors are one line and an exit code."""
+    return framelm_main(["judge", *argv])
+
 
 # What the scripted judge replies to each question's candidate answer; a list is one reply per attempt.
 REPLIES = {
@@ -383,7 +389,7 @@ def test_summary_without_scores_reports_none_not_zero():
 )
 def test_input_errors_name_the_file_line_and_fix(server, bench, tmp_path, capsys, name, content, message):
     bench[name].write_text(content + "\n")
-    assert judge_main(judge_args(bench, tmp_path / "r.json", "--judge-url", server.url, "--judge-name", "j")) == 2
+    assert judge_main(judge_args(bench, tmp_path / "r.json", "--judge-url", server.url, "--judge-name", "j")) == 1
     assert re.search(message, capsys.readouterr().err) and not server.requests
 
 
@@ -405,7 +411,7 @@ def test_the_shipped_example_runs(server, tmp_path, monkeypatch, capsys):
 def test_a_damaged_review_file_is_reported_not_overwritten(server, bench, tmp_path, capsys):
     output = tmp_path / "reviews.json"
     output.write_text('{"reviews": [{"question_id": 1}]}')
-    assert judge_main(judge_args(bench, output, "--judge-url", server.url, "--judge-name", "j")) == 2
+    assert judge_main(judge_args(bench, output, "--judge-url", server.url, "--judge-name", "j")) == 1
     assert "reviews.json: not a framelm judge review file" in capsys.readouterr().err
     assert output.read_text() == '{"reviews": [{"question_id": 1}]}' and not server.requests
 
@@ -419,8 +425,7 @@ def test_judge_options_are_checked(bench, tmp_path, capsys):
         (["--judge-model", "m", "--attempts", "0"], "--attempts, --save-every and --parallel must be at least 1"),
         (["--judge-model", "m", "--timeout", "nan"], "--timeout must be a positive number of seconds"),
     ]:
-        with pytest.raises(SystemExit):
-            judge_main([*base, *extra])
+        assert judge_main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
 
 

@@ -17,9 +17,15 @@ from pathlib import Path
 import pytest
 from support.judge_bench import API_KEY, KEY_ENV, judge_args, prepare_bench, question_of, table_rows
 
+from framelm.training.cli import main as framelm_main
 from framelm.training.eval.judge.backends import JudgeUnavailableError
-from framelm.training.eval.judge.cli import main as judge_main
 from framelm.training.eval.judge.http_judge import SNIPPET, OpenAIChatJudge, retry_after_seconds
+
+
+def judge_main(argv: list[str]) -> int:
+    """`framelm judge ARGV` as the command line runs it: errors are one line and an exit code."""
+    return framelm_main(["judge", *argv])
+
 
 QUESTION_1 = [{"role": "system", "content": "s"}, {"role": "user", "content": "[Assistant 2]\ncandidate answer 1"}]
 STALL_LIMIT = 30.0  # seconds a stalling handler waits at most: the server stops by itself even if a client hangs on
@@ -240,7 +246,7 @@ def test_a_crlf_key_is_stripped_and_a_bad_one_refused_unechoed(faulty, bench, tm
     assert all(review["reply"].endswith("(request authorized by Bearer ***)")
                for review in json.loads((tmp_path / "r.json").read_text())["reviews"])  # fmt: skip
     monkeypatch.setenv(KEY_ENV, API_KEY[:6] + "\n" + API_KEY[6:])
-    assert judge_main(judge_args(bench, tmp_path / "r2.json", "--judge-url", server.url, "--judge-name", "j")) == 2
+    assert judge_main(judge_args(bench, tmp_path / "r2.json", "--judge-url", server.url, "--judge-name", "j")) == 1
     err = capsys.readouterr().err
     assert f"${KEY_ENV} holds a space, control or non-ASCII character at position 6 of the key" in err
     assert API_KEY[6:] not in err and API_KEY[:6] not in err

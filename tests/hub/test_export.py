@@ -89,7 +89,7 @@ def test_export_refuses_an_ambiguous_judge_file_and_a_non_empty_target(trained_d
     two["summary"].append(dict(two["summary"][0], candidate_model="other"))
     (tmp_path / "two.json").write_text(json.dumps(two))
     judged = ["--eval-results", str(tmp_path / "two.json")]
-    assert cli(["export", str(trained_dir), "--out", str(tmp_path / "a"), *judged]) == 2
+    assert cli(["export", str(trained_dir), "--out", str(tmp_path / "a"), *judged]) == 1
     assert (
         "compares several models ['other', 'tiny']: say which one this is with --candidate" in capsys.readouterr().err
     )
@@ -111,7 +111,7 @@ def test_an_all_unparseable_judge_file_is_an_error_before_anything_is_written(tr
     judged = {"summary": [dict(unparseable, category="all"), dict(unparseable, category="llava_bench_conv")]}
     (tmp_path / "bad.json").write_text(json.dumps(judged))
     out = tmp_path / "hub"
-    assert cli(["export", str(trained_dir), "--out", str(out), "--eval-results", str(tmp_path / "bad.json")]) == 2
+    assert cli(["export", str(trained_dir), "--out", str(out), "--eval-results", str(tmp_path / "bad.json")]) == 1
     err = capsys.readouterr().err
     assert "bad.json: no scored review for 'tiny' (5 unparseable)" in err and "--retry-unparseable" in err
     assert not out.exists() and not list(tmp_path.glob(".hub*"))  # nothing written, no partial folder

@@ -204,10 +204,9 @@ def test_push_refuses_a_folder_without_its_model_card(hub, exported, tmp_path):
 @pytest.mark.parametrize("option", ["--timeout", "--deadline"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_push_timeouts_must_be_positive_seconds(exported, capsys, option, value):
-    from framelm.training.hub.push import main
+    from framelm.training.cli import main
 
-    with pytest.raises(SystemExit):
-        main([str(exported), "--repo-id", "me/m", option, value])
+    assert main(["push", str(exported), "--repo-id", "me/m", option, value]) == 2
     assert "--timeout and --deadline must be positive numbers of seconds" in capsys.readouterr().err
 
 

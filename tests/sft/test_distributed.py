@@ -51,7 +51,7 @@ def framelm_train(config: str, model_dir: Path, data: Path, out: Path, *extra: s
                "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "1", "--eval_strategy", "steps",
                "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
                "--dataloader_num_workers", "0", "--report_to", "none", "--activation_checkpointing", "false",
-               "--bad_records", "skip", "--seed", "0", *extra]  # fmt: skip
+               "--bad_records", "skip", "--max_bad_fraction", "0.5", "--seed", "0", *extra]  # fmt: skip
     result = run_process(command, cwd=out.parent, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-6000:]
     return result

@@ -72,9 +72,9 @@ def test_without_launch_options_train_runs_here_and_inside_a_launched_process_th
 
 
 def test_train_help_shows_the_launch_options_and_the_training_options(capsys):
-    from framelm.training.sft.train import main
+    from framelm.training.cli import main
 
-    assert main(["--help"]) == 0
+    assert main(["train", "--help"]) == 0
     shown = capsys.readouterr().out
     assert "usage: framelm train" in shown
     for option in ("--accelerate_config", "--num_processes", "--main_process_ip", "--learning_rate", "--stage",

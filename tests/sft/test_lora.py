@@ -71,7 +71,7 @@ def test_merged_export_loads_without_peft_and_gives_the_adapted_outputs(tiny_mod
         adapted = trainer.model.eval()(**batch).logits
     torch.save({"batch": dict(batch), "adapted": adapted}, tmp_path / "batch.pt")
 
-    assert cli(["export", str(out), "--out", str(tmp_path / "unmerged")]) == 2
+    assert cli(["export", str(out), "--out", str(tmp_path / "unmerged")]) == 1
     assert "holds LoRA adapters, not a whole model: pass --merge-lora" in capsys.readouterr().err
     merged = tmp_path / "merged"
     assert cli(["export", str(out), "--out", str(merged), "--merge-lora"]) == 0

@@ -142,7 +142,8 @@ def test_bad_records_stop_a_strict_run_and_are_counted_in_a_skip_run(tiny_model_
         f.write("{not json\n")
     with pytest.raises(ValueError, match=r"2 of 8 records cannot be used:\n.*train.jsonl:7 \(id=bad\)"):
         run(*train_args(tiny_model_dir, llava_data, tmp_path / "strict"))
-    trainer = run(*train_args(tiny_model_dir, llava_data, tmp_path / "skip", "--bad_records", "skip"))
+    trainer = run(*train_args(tiny_model_dir, llava_data, tmp_path / "skip", "--bad_records", "skip",
+                              "--max_bad_fraction", "0.25"))  # fmt: skip
     assert len(trainer.train_dataset) == 6
     assert trainer.state.log_history[0]["skipped_records"] == 2
     assert json.loads((tmp_path / "skip" / "framelm_run.json").read_text())["skipped_records"] == 2
@@ -152,7 +153,7 @@ def test_records_that_cannot_fit_max_length_are_policed_too(tiny_model_dir, llav
     with pytest.raises(ValueError, match=r"first exchange needs \d+ tokens .* max_length is 40"):
         run(*train_args(tiny_model_dir, llava_data, tmp_path / "strict", "--max_length", "40"))
     trainer = run(*train_args(tiny_model_dir, llava_data, tmp_path / "skip", "--max_length", "40",
-                              "--bad_records", "skip"))  # fmt: skip
+                              "--bad_records", "skip", "--max_bad_fraction", "0.5"))  # fmt: skip
     # a video alone is 4 x 16 = 64 tokens: the two video records go, the image and text-only ones fit
     assert {row["id"] for row in trainer.train_dataset} == {"a", "c", "e", "f"}
 
@@ -170,7 +171,7 @@ def test_ddp_on_two_cpu_processes_with_a_text_only_rank(tiny_model_dir, tmp_path
     data = tmp_path / "two.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "ddp"
-    config = os.path.join(os.path.dirname(__file__), "..", "training", "accelerate_configs", "ddp.yaml")
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "training", "accelerate_configs", "ddp.yaml")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
                "--main_process_port", str(free_port()), "--mixed_precision", "no", "-m", "framelm.training.sft.train",
                "--model_name_or_path", str(tiny_model_dir),

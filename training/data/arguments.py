@@ -70,6 +70,12 @@ class DataArguments:
         metadata={"help": "Records that cannot be used. strict: stop and list them all; skip: leave them out, count "
                   "and report them. Never silent. (`data validate` always lists every one.)"},
     )  # fmt: skip
+    max_bad_fraction: float = field(
+        default=0.01,
+        metadata={"help": "`framelm train`: the share of records a run may leave out under --bad_records skip "
+                  "(missing or undecodable media, records too long). Past it the run stops, before the first step "
+                  "(every local media file is checked to exist first) and while training; 0: none."},
+    )  # fmt: skip
     num_proc: int | None = field(
         default=None, metadata={"help": "Worker processes reading the data (default: all cores for large files)."}
     )
@@ -115,11 +121,13 @@ class DataArguments:
             raise ValueError(f"--max_samples {self.max_samples} must be at least 1")
         if self.val_size < 0 or not (self.val_size < 1 or float(self.val_size).is_integer()):
             raise ValueError(f"--val_size {self.val_size} must be a share in [0, 1) or a whole number of records")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"--max_bad_fraction {self.max_bad_fraction} must be a share from 0 to 1")
         if self.shuffle_buffer < 0:
             raise ValueError(f"--shuffle_buffer {self.shuffle_buffer} must be 0 (no shuffling) or more")
 
     # options that only `framelm train` reads; the data commands refuse them rather than ignore them
-    TRAIN_ONLY = ("val_size", "streaming", "shuffle_buffer")
+    TRAIN_ONLY = ("val_size", "streaming", "shuffle_buffer", "max_bad_fraction")
 
 
 @dataclass
@@ -182,6 +190,16 @@ class StatsArguments:
     _argument_group_name = "stats"
 
     bins: int = field(default=10, metadata={"help": "Bars of the histogram of total tokens."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Records per device and step, for the steps per epoch (TRL's default: 8)."}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps summed per optimizer step."})
+    num_processes: int = field(default=1, metadata={"help": "Training processes (GPUs) sharing each step."})
+
+    def __post_init__(self):
+        for name in ("bins", "per_device_train_batch_size", "gradient_accumulation_steps", "num_processes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)} must be at least 1")
 
 
 @dataclass

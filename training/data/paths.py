@@ -302,3 +302,17 @@ _DATA_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".csv", ".parquet", "
 def is_hub_id(name: str) -> bool:
     """`me/my-data` or `gpt2`: a Hub repository id, not a local path (absolute, `./x`, `a/b/c`, `x.jsonl`)."""
     return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not name.lower().endswith(_DATA_FILE_SUFFIXES)
+
+
+def require_local_or_hub(name: str, option: str) -> str:
+    """A model or data name as given to `option`: an existing local path, or a Hub id. A path-like name that does
+    not exist (`./my-model`, `runs/a/b`, `~/x`, `C:\\x`) is refused here, never looked up on the Hub."""
+    from framelm.training.errors import InputError
+
+    expanded = os.path.expanduser(name)
+    if os.path.exists(expanded):
+        return expanded
+    path_like = name.startswith((".", "/", "~", "\\")) or "\\" in name or ":" in name or not is_hub_id(name)
+    if path_like:
+        raise InputError(f"{option} {name}: no such folder", "check the path; a Hub id is written ORG/NAME")
+    return name

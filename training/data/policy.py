@@ -6,13 +6,14 @@ import logging
 
 from framelm.training.data.arguments import BAD_RECORD_POLICIES
 from framelm.training.data.sample import RecordProblem
+from framelm.training.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 SHOWN_PROBLEMS = 20  # problems listed in a strict run's error before "... and N more"
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """The data cannot be used as given (a mixture that does not parse, a file that cannot be read, bad records);
     the message says where, what and how to fix it, and commands print it without a traceback."""
 

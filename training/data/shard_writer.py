@@ -441,6 +441,9 @@ def _dataset_card(features: datasets.Features, splits: dict) -> str:
         }
     ]
     counts = ", ".join(f"{info['records']:,} {name}" for name, info in splits.items())
+    first = next((name for name, info in splits.items() if info["shards"]), "train")  # a split that has shards
+    last = max(len(splits.get(first, {}).get("shards", [])) - 1, 0)
+    pattern = f"{first}-{{000000..{last:06d}}}.tar" if last else f"{first}-000000.tar"  # a glob of what exists
     return f"""---
 {card.to_yaml()}
 ---
@@ -452,7 +455,7 @@ each media item naming its member) plus its media as their original bytes (`<key
 
 - framelm: `framelm train --dataset THIS_FOLDER` (streams), `framelm data validate THIS_FOLDER`;
 - datasets: `datasets.load_dataset("THIS_FOLDER", split="train", streaming=True)`;
-- webdataset: `webdataset.WebDataset("THIS_FOLDER/train-{{000000..000009}}.tar")`;
+- webdataset: `webdataset.WebDataset("THIS_FOLDER/{pattern}")`;
 - megatron-energon: `energon prepare THIS_FOLDER --non-interactive --split-parts 'train:train-.*' --split-parts
   'val:val-.*'` indexes the shards; `.nv-meta/dataset.yaml` declares them a `CrudeWebdataset` (cook the json and
   media in your TaskEncoder).

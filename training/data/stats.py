@@ -8,6 +8,7 @@ applies too; nothing is decoded, so this runs at tokenizer speed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import datasets
@@ -26,6 +27,9 @@ class TokenStats:
     max_length: int | None = None
     shortened: int = 0  # records that keep only their leading exchanges at max_length
     dropped: int = 0  # records whose first exchange does not fit max_length
+    modality: np.ndarray | None = None  # (N,) "text-only" | "image" | "video" | "image+video" per record
+    steps_per_epoch: int | None = None  # optimizer steps of one pass, for the batch size given
+    batch: str = ""  # how steps_per_epoch was counted
 
     @property
     def total(self) -> np.ndarray:
@@ -55,6 +59,15 @@ class TokenStats:
         ]
         for name, values in self.percentiles().items():
             lines.append(f"  {name:<8}" + "".join(f"{values[q]:>10,}" for q in PERCENTILES))
+        if self.modality is not None and len(self.text):
+            lines += ["", f"  {'modality':<12}{'records':>10}{'text tokens':>14}{'media tokens':>14}"]
+            for kind in MODALITIES:
+                chosen = self.modality == kind
+                if chosen.any():
+                    lines.append(f"  {kind:<12}{int(chosen.sum()):>10,}{int(self.text[chosen].sum()):>14,}"
+                                 f"{int(self.media[chosen].sum()):>14,}")  # fmt: skip
+        if self.steps_per_epoch is not None:
+            lines += ["", f"  steps per epoch: {self.steps_per_epoch:,} ({self.batch})"]
         histogram = self.histogram(bins)
         if histogram:
             peak = max(n for _, _, n in histogram) or 1
@@ -71,10 +84,37 @@ class TokenStats:
         return "\n".join(lines)
 
 
-def token_stats(measured: datasets.Dataset, max_length: int | None = None) -> TokenStats:
-    """Token counts of every row of a dataset measured by `budget.measure_lengths` (with the same `max_length`)."""
+MODALITIES = ("text-only", "image", "video", "image+video")
+
+
+def modality_of(media: list[dict]) -> str:
+    kinds = {"video" if item["kind"] in ("video", "frames") else "image" for item in media or ()}
+    return "+".join(k for k in ("image", "video") if k in kinds) or "text-only"
+
+
+def steps_per_epoch(records: int, batch_size: int, accumulation: int = 1, processes: int = 1) -> int:
+    """Optimizer steps of one pass over `records`, as the Trainer counts them (the last partial batch counts)."""
+    return math.ceil(math.ceil(records / (batch_size * processes)) / accumulation) if records else 0
+
+
+def token_stats(
+    measured: datasets.Dataset, max_length: int | None = None, batch: tuple[int, int, int] | None = None
+) -> TokenStats:
+    """Token counts of every row of a dataset measured by `budget.measure_lengths` (with the same `max_length`);
+    `batch`: (per-device batch size, gradient accumulation steps, processes) for the steps per epoch."""
     table = measured.select_columns(["total_tokens", "media_tokens"]).with_format("numpy")[:]
     total = np.asarray(table["total_tokens"], dtype=np.int64)
     media = np.asarray(table["media_tokens"], dtype=np.int64)
     shortened, dropped = truncation_counts(measured) if max_length is not None else (0, 0)
-    return TokenStats(text=total - media, media=media, max_length=max_length, shortened=shortened, dropped=dropped)
+    modality = None
+    if "media" in measured.column_names:
+        modality = np.array([modality_of(m) for m in measured.select_columns(["media"])["media"]], dtype=object)
+    steps, described = None, ""
+    if batch is not None:
+        size, accumulation, processes = batch
+        steps = steps_per_epoch(len(total), size, accumulation, processes)
+        described = (
+            f"{len(total):,} records, {size} per device x {processes} process(es) x {accumulation} accumulation"
+        )
+    return TokenStats(text=total - media, media=media, max_length=max_length, shortened=shortened, dropped=dropped,
+                      modality=modality, steps_per_epoch=steps, batch=described)  # fmt: skip

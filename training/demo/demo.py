@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from framelm.training.errors import FrameLMParser
+
 # train / held-out records per question type; --quick is for tests: it shows learning, not the full targets.
 # The full counts were tuned on seeds 0, 1 and 2 within five minutes on 2 cores: shape is learnt from many distinct
 # images (with 1,500-2,100 of them it ended at 91-92% on some seeds), and colour is also learnt from the compare
@@ -38,8 +40,7 @@ TARGETS = {"colour": 0.95, "shape": 0.95, "motion": 0.85, "compare": 0.85}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framelm demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = FrameLMParser(prog="framelm demo", description=__doc__)  # fmt: skip
     parser.add_argument("--out", required=True, help="Folder for the data, the trained model and demo_metrics.json.")
     parser.add_argument("--quick", action="store_true", help="A short run (about a minute) that shows learning.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, the model and the training.")

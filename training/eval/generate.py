@@ -1,27 +1,12 @@
 """`framelm generate`: batch inference from a NeVA-style prompt jsonl, resumable, one bad prompt never loses the rest.
-
-    framelm generate out/ --prompt-file prompts.jsonl --media-base-path videos/ --output-file answers.jsonl
-    framelm generate out/ --prompt-file prompts.jsonl --output-file answers.jsonl --device cuda --dtype bfloat16 \
-        --temperature 0.2 --top-p 0.9 --repetition-penalty 1.2 --insert-media-token right
-
-A prompt line is `{"video": "video_test.mp4", "text": "Can you describe the scene?", "category": "conv",
-"question_id": 0}` (or `"image"`; either may be a list). Media paths resolve as in training data (`data/paths.py`):
-against `--media-base-path`, or the prompt file's own folder; a path leading outside it is refused unless
-`--allow-outside-root`. The prompt becomes messages through the same builder as training records. Each answer line
-holds question_id, prompt, text, answer_id, model_id and metadata (category, media, generation settings) - the
-answer-file format llava-bench and `framelm judge` read. A line that cannot be answered (not JSON, no usable
-question_id, text or media, an id already used) is reported with its line and skipped (`prompts.py`), as is a prompt
-whose media cannot be read; every other prompt is answered, and the exit code is 1.
-"""
+The options, their help and the checks made before the model loads are in `generate_args.py`."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -31,52 +16,6 @@ from framelm.training.data.paths import is_remote, resolve_media_path
 from framelm.training.eval.prompts import answered_keys, media_lists, read_prompts
 
 logger = logging.getLogger(__name__)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="framelm generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("model", help="A saved FrameLM: local folder or Hub id.")
-    io = parser.add_argument_group("files")
-    io.add_argument("--prompt-file", required=True, help="jsonl of prompts: question_id, text, image or video.")
-    io.add_argument("--output-file", required=True, help="jsonl of answers; question ids already in it are skipped.")
-    io.add_argument(
-        "--media-base-path", default=None,
-        help="Root that image/video paths resolve against (default: the prompt file's folder).",
-    )  # fmt: skip
-    io.add_argument(
-        "--allow-outside-root", action="store_true",
-        help="Accept media paths whose real location is outside the root (refused by default).",
-    )  # fmt: skip
-    io.add_argument("--model-id", default=None, help="model_id written in every answer (default: the folder name).")
-    prompt = parser.add_argument_group("prompt")
-    prompt.add_argument("--system-prompt", default=None, help="System prompt placed before every question.")
-    prompt.add_argument(
-        "--insert-media-token", default="left", choices=["left", "right"],
-        help="Where the media go when a prompt's text has no <image>/<video> placeholder (NeVA uses right).",
-    )  # fmt: skip
-    prompt.add_argument("--num-frames", type=int, default=None, help="Frames per video (default: the model's).")
-    sampling = parser.add_argument_group("sampling (NeVA's inference options)")
-    sampling.add_argument("--greedy", action="store_true", help="Greedy decoding; ignores temperature/top-k/top-p.")
-    sampling.add_argument("--temperature", type=float, default=0.2, help="Sampling temperature (default 0.2).")
-    sampling.add_argument("--top-k", type=int, default=0, help="Keep the k most likely tokens; 0 = no top-k limit.")
-    sampling.add_argument("--top-p", type=float, default=0.9, help="Nucleus sampling mass (default 0.9).")
-    sampling.add_argument("--repetition-penalty", type=float, default=1.0, help="1.0 = none; NeVA's example: 1.2.")
-    sampling.add_argument("--max-new-tokens", type=int, default=256, help="Tokens generated per answer at most.")
-    sampling.add_argument("--seed", type=int, default=0, help="Seed of the sampler, for reproducible runs.")
-    run = parser.add_argument_group("execution")
-    run.add_argument("--batch-size", type=int, default=8, help="Prompts per generate call (left-padded).")
-    run.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1, mps ...")
-    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                     help="Weights dtype (auto: as saved).")  # fmt: skip
-    return parser
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def generation_kwargs(
@@ -145,23 +84,8 @@ def append_line(handle, record: dict) -> None:
     os.fsync(handle.fileno())
 
 
-def check_files_and_batch(args: argparse.Namespace) -> str | None:
-    """What is wrong with `--batch-size` or the two files, before a model is loaded; None when nothing is."""
-    if args.batch_size < 1:
-        return f"--batch-size must be at least 1, not {args.batch_size}"
-    if os.path.realpath(args.output_file) == os.path.realpath(args.prompt_file):
-        return (
-            f"--output-file {args.output_file} is the prompt file: answers would be appended to the prompts; "
-            "write them to another file"
-        )
-    return None
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if problem := check_files_and_batch(args):
-        print(f"framelm generate: error: {problem} (see `framelm generate --help`)", file=sys.stderr)
-        return 2
+def run(args) -> int:
+    """`args`: a checked `GenerateArguments` (eval/generate_args.py)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import set_seed
@@ -172,14 +96,17 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_seed(args.seed)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    media_root = args.media_base_path if args.media_base_path is not None else os.path.dirname(args.prompt_file)
+    prompt_file = read_prompts(args.prompt_file)
+    require_prompt_media(prompt_file, media_root, args)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     model = FrameLMForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
     processor = FrameLMProcessor.from_pretrained(args.model)
     if args.num_frames is not None:
         set_num_frames(processor, args.num_frames)
     model_id = args.model_id or Path(args.model.rstrip("/")).name
-    media_root = args.media_base_path if args.media_base_path is not None else os.path.dirname(args.prompt_file)
-    prompt_file = read_prompts(args.prompt_file)
     for problem in prompt_file.problems:  # reported now, before any answer is generated
         logger.error("%s (question_id=%s) skipped: %s -> %s", problem.where, problem.id, problem.problem, problem.fix)
     output = Path(args.output_file)
@@ -215,6 +142,30 @@ def main(argv: list[str]) -> int:
         f"now, {len(failed)} failed{' (' + ', '.join(failed) + ')' if failed else ''} -> {output}"
     )
     return 1 if failed else 0
+
+
+def require_prompt_media(prompt_file, media_root: str, args) -> None:
+    """Before the model loads: a stat of every local media file the prompts name; past `--max_bad_fraction` of the
+    prompts missing one, stop (a wrong --media-base-path), naming the first."""
+    from framelm.training.data.media_exists import existing, require_within_budget
+
+    per_prompt = []
+    for prompt in prompt_file.prompts:
+        try:
+            media = {key: [resolve_media_path(p, media_root, args.allow_outside_root) for p in paths]
+                     for key, paths in media_lists(prompt.record).items()}  # fmt: skip
+        except ValueError:  # outside the root: reported per prompt when it is answered
+            media = {}
+        per_prompt.append([p for paths in media.values() for p in paths if not is_remote(p)])
+    there = existing(p for paths in per_prompt for p in paths)
+    missing = [(prompt, [p for p in paths if p not in there])
+               for prompt, paths in zip(prompt_file.prompts, per_prompt, strict=True)]  # fmt: skip
+    missing = [(prompt, paths) for prompt, paths in missing if paths]
+    if missing:
+        prompt, paths = missing[0]
+        cause = f"missing media files, first {prompt.where}: {paths[0]} does not exist"
+        require_within_budget(len(missing), len(prompt_file.prompts), args.prompt_file, args.max_bad_fraction, cause,
+                              "nothing was generated")  # fmt: skip
 
 
 def answer_record(record: dict, text: str, model_id: str, settings: dict, num_frames: int) -> dict:

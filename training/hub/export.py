@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from framelm.processing.sources_framelm import redact
 from framelm.training.atomic_write import folder_written_beside, refuse_foreign
 from framelm.training.data.paths import is_hub_id
+from framelm.training.errors import FrameLMParser, InputError
 from framelm.training.hub.card import evaluation_from_judge, public_name, write_card
 
 WRITTEN_BY = "framelm export"
@@ -48,8 +48,7 @@ def is_published(name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framelm export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = FrameLMParser(prog="framelm export", description=__doc__)  # fmt: skip
     parser.add_argument("model", help="A saved FrameLM folder (the output_dir of `framelm train`, or `framelm init`).")
     parser.add_argument(
         "--out", required=True, type=Path, help="Folder to write the Hub-ready model into (absent or empty)."
@@ -177,9 +176,8 @@ def main(argv: list[str]) -> int:
             max_shard_size=args.max_shard_size,
             merge_lora=args.merge_lora,
         )
-    except (ValueError, OSError) as err:
-        print(f"framelm export: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:  # the model, the judge file or --out cannot be exported as asked
+        raise InputError(str(err)) from err
     out = exported.folder
     files = sum(is_published(p.name) for p in out.iterdir())
     print(f"wrote a Hub-ready FrameLM to {out} ({files} files, README.md model card included)")

@@ -29,6 +29,29 @@ def load_for_export(source: str | Path, merge_lora: bool):
     return FrameLMForConditionalGeneration.from_pretrained(source)
 
 
+def base_model_folder(folder: str | Path, base: str) -> str:
+    """The base model an adapter config names: an absolute path or Hub id as written; a relative path as the run's
+    folder sees it, else as the current directory does (runs before paths were written absolute)."""
+    import os
+
+    from framelm.training.data.paths import is_hub_id
+    from framelm.training.errors import InputError
+
+    if os.path.isabs(base):
+        if os.path.isdir(base):
+            return base
+    else:
+        for candidate in (Path(folder) / base, Path(base)):
+            if candidate.is_dir():
+                return str(candidate)
+        if is_hub_id(base) and not base.startswith("."):
+            return base
+    raise InputError(
+        f"{folder}/{ADAPTER_CONFIG} names base model {base!r}, which is not a folder here",
+        f"set base_model_name_or_path in {ADAPTER_CONFIG} to the base model's folder or Hub id",
+    )
+
+
 def load_merged_lora(folder: str | Path):
     """The base model named by `folder`'s adapter config with the adapters merged in, as a plain FrameLM."""
     from peft import PeftConfig, PeftModel
@@ -42,5 +65,5 @@ def load_merged_lora(folder: str | Path):
     if not base:
         raise ValueError(f"{folder}/{ADAPTER_CONFIG} names no base model (base_model_name_or_path): set it to the "
                          "folder or Hub id the run started from")  # fmt: skip
-    model = FrameLMForConditionalGeneration.from_pretrained(base)
+    model = FrameLMForConditionalGeneration.from_pretrained(base_model_folder(folder, base))
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from framelm.training.atomic_write import WRITTEN_RECORD
+from framelm.training.errors import FrameLMParser, InputError
 from framelm.training.hub.export import is_published
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ class PushError(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framelm push", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = FrameLMParser(prog="framelm push", description=__doc__)  # fmt: skip
     parser.add_argument("folder", type=Path, help="A folder written by `framelm export`.")
     parser.add_argument("--repo-id", required=True, help="Target model repository, e.g. me/my-framelm.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private (if it is new).")
@@ -230,8 +230,7 @@ def main(argv: list[str]) -> int:
             notify=lambda line: print(line, file=sys.stderr),
         )
     except PushError as err:
-        print(f"framelm push: error: {err}", file=sys.stderr)
-        return 1
+        raise InputError(str(err)) from err
     where = getattr(info, "pr_url", None) or getattr(info, "commit_url", info)
     print(f"pushed {args.folder} to {args.repo_id}: {where}")
     return 0

@@ -35,8 +35,7 @@ from framelm.modeling.configuration_framelm import (
 )
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
 from framelm.processing.image_processing_framelm import FrameLMImageProcessor
-from framelm.processing.processing_framelm import FrameLMProcessor
-from framelm.training.model.build import check_frame_timestamps, save_framelm
+from framelm.training.model.build import processor_for, save_framelm, set_generation_defaults
 from framelm.training.model.llava_chat_template import check_trainable, trainable_chat_template
 
 logger = logging.getLogger(__name__)
@@ -273,18 +272,9 @@ def import_llava(
         num_frames=num_frames,
     )
     config.base_model = source
-    # not `build.processor_for`: the source's own placeholder strings and (below) chat template are kept
-    processor = FrameLMProcessor(
-        image_processor=_image_processor(source, source_config, config.vision_image_size, report.differences),
-        tokenizer=tokenizer,
-        image_token=image_token,
-        video_token=video_token,
-        tokens_per_image=config.tokens_per_image,
-        tokens_per_frame=config.tokens_per_frame,
-        num_frames=config.num_frames,
-        frame_timestamps=frame_timestamps,
-    )
-    check_frame_timestamps(processor)
+    # the source's own placeholder strings and (below) chat template are kept
+    image_processor = _image_processor(source, source_config, config.vision_image_size, report.differences)
+    processor = processor_for(config, tokenizer, image_processor, frame_timestamps, image_token, video_token)
     processor.chat_template = _chat_template(source, processor, processor_settings, chat_template_file, report.notes)
 
     source_model = getattr(transformers, report.source_class).from_pretrained(source, dtype=dtype)
@@ -292,7 +282,7 @@ def import_llava(
     del source_model  # what FrameLM did not take (tower layers past the feature layer, ...) is freed here
     if len(tokenizer) > model.config.text_config.vocab_size:  # a token was added past the checkpoint's spare rows
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    _generation_defaults(model, tokenizer)
+    set_generation_defaults(model, tokenizer, tokenizer.eos_token)
     save_framelm(model, processor, out)
     import_card(report).save(report.out / "README.md")
     logger.log(logging.WARNING if report.differences else logging.INFO, "%s", report)
@@ -313,20 +303,6 @@ def _chat_template(source: str, processor, settings: dict, chat_template_file, n
     trainable = trainable_chat_template(processor, template, stop)
     notes.extend(f"chat template: {note}" for note in trainable.notes)
     return trainable.template
-
-
-def _generation_defaults(model: PreTrainedModel, tokenizer) -> None:
-    """The source's generation settings, plus: stop at the end-of-turn token the chat template now trains, and never
-    sample `<image>`/`<video>` (as every FrameLM: a placeholder without pixels means nothing). Not
-    `build.set_generation_defaults`, whose end of turn is ChatML's `<|im_end|>`, which a Vicuna tokenizer lacks."""
-    generation = model.generation_config
-    eos = generation.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    generation.eos_token_id = eos + [tokenizer.eos_token_id] * (tokenizer.eos_token_id not in eos)
-    if generation.pad_token_id is None:
-        generation.pad_token_id = tokenizer.pad_token_id
-    media = {model.config.image_token_id, model.config.video_token_id}
-    generation.suppress_tokens = sorted(set(generation.suppress_tokens or []) | media)
 
 
 def import_card(report: ImportReport) -> ModelCard:
@@ -365,18 +341,8 @@ The weights, tokenizer and prompt format of {source} (`{report.source_class}`), 
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def run_import(args, parser) -> int:
-    """`framelm init --from-llava`: the architecture options come from the source, so setting them is an error."""
-    if not args.from_llava:
-        parser.error("--chat-template goes with --from-llava")
-    chosen = [
-        "--" + name.replace("_", "-")
-        for name in ("tiny", "vision", "language", "projector_type", "vision_feature_layer",
-                     "vision_feature_select_strategy", "video_pooling_stride")
-        if getattr(args, name) != parser.get_default(name)
-    ]  # fmt: skip
-    if chosen:
-        parser.error(f"--from-llava takes the model from the source; drop {' '.join(chosen)}")
+def run_import(args) -> int:
+    """`framelm init --from-llava` (its options checked by `model/init.py`)."""
     handler = logging.StreamHandler()  # the report is this command's output: shown once, whatever its level
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)

@@ -266,3 +266,52 @@ def trainable_chat_template(processor, source_template: str, stop: str) -> Train
         notes.append(note)
     check_trainable(processor, template, stop, source_template, history_changed)
     return TrainableTemplate(template, notes)
+
+
+# --- a causal LM's own template (`framelm init --vision X --language Y`) -------------------------------------------
+
+# Put first in a text-only LM's template: messages whose content is a list of items (FrameLM's image, video and text
+# items) become string messages with the placeholders inline, so the LM's template renders them as it renders text.
+# A message whose content is already a string is passed through unchanged: text-only prompts render as the LM's own.
+FLATTEN_MEDIA_ITEMS = (
+    "{%- set framelm_flat = namespace(messages=[]) -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['content'] is string or m['content'] is none -%}"
+    "{%- set framelm_flat.messages = framelm_flat.messages + [m] -%}"
+    "{%- else -%}{%- set framelm_text = namespace(text='') -%}{%- for part in m['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{%- set framelm_text.text = framelm_text.text + part['text'] -%}"
+    "{%- elif part['type'] == 'image' -%}"
+    "{%- set framelm_text.text = framelm_text.text + (image_token | default('<image>')) -%}"
+    "{%- elif part['type'] == 'video' -%}"
+    "{%- set framelm_text.text = framelm_text.text + (video_token | default('<video>')) -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- set framelm_flat.messages = framelm_flat.messages + [dict(m, content=framelm_text.text)] -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- set messages = framelm_flat.messages -%}\n"
+)
+
+
+def lm_chat_template(processor, lm_template: str, stops: list[str]) -> tuple[TrainableTemplate, str]:
+    """(the LM's own chat template made trainable, the stop token it trains). Media items render as placeholders
+    inline (`FLATTEN_MEDIA_ITEMS`) unless the template already renders them; replies get `{% generation %}` markers
+    and their end-of-turn token, as for an imported llava-hf template. `stops`: candidate end-of-turn tokens, the
+    LM's own first; the first whose labels need no change to past turns wins. Raises `ChatTemplateError`."""
+    image_turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[0]}]}]
+    try:
+        renders_media = processor.image_token in processor.apply_chat_template(image_turn, chat_template=lm_template)
+    except (TemplateError, TypeError):
+        renders_media = False
+    source = lm_template if renders_media else FLATTEN_MEDIA_ITEMS + lm_template
+    last_error = None
+    for stop in stops:
+        try:
+            trainable = trainable_chat_template(processor, source, stop)
+        except (ChatTemplateError, TemplateError) as err:
+            last_error = err
+            continue
+        if not renders_media:
+            trainable.notes.insert(0, "image and video items render as their placeholders inside the message text")
+        return trainable, stop
+    raise ChatTemplateError(
+        f"the language model's chat template cannot be made trainable ({last_error}); or pass --chat-template chatml"
+    )

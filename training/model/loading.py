@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import replace
 
 from torch import nn
+
+from framelm.training.data.paths import require_local_or_hub
+from framelm.training.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -50,20 +55,43 @@ def _load_or_build(script_args, model_args):
         return build_tiny_framelm()
     if script_args.init_from:
         vision, language = script_args.init_from
-        return build_from_components(vision, language, dtype=dtype)
+        return build_from_components(
+            vision, language, chat_template=getattr(script_args, "chat_template", None), dtype=dtype
+        )
 
     from framelm.modeling import FrameLMForConditionalGeneration
     from framelm.processing import FrameLMProcessor
 
-    model = FrameLMForConditionalGeneration.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        dtype=dtype,
-        attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization_config_for(model_args),
-    )
-    processor = FrameLMProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    # a local folder by its absolute path: a LoRA run's adapter_config.json then names its base model wherever
+    # `framelm export --merge-lora` runs from
+    name = local_absolute(require_local_or_hub(model_args.model_name_or_path, "--model_name_or_path"))
+    with model_load_errors("--model_name_or_path", name):
+        model = FrameLMForConditionalGeneration.from_pretrained(
+            name,
+            revision=model_args.model_revision,
+            dtype=dtype,
+            attn_implementation=model_args.attn_implementation,
+            quantization_config=quantization_config_for(model_args),
+        )
+        processor = FrameLMProcessor.from_pretrained(name, revision=model_args.model_revision)
     return model, processor
+
+
+def local_absolute(name: str) -> str:
+    return os.path.abspath(name) if os.path.isdir(name) else name
+
+
+@contextmanager
+def model_load_errors(option: str, name: str):
+    """A model that cannot be loaded (not a FrameLM folder, a Hub id that does not exist, offline) as one line."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, FileNotFoundError) and err.filename:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fix = "pass a local folder or an existing Hub id (HF_HUB_OFFLINE=1: only models already downloaded)"
+        raise InputError(f"{option} {name}: {first}", fix) from err
 
 
 def quantization_config_for(model_args):

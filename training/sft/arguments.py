@@ -43,6 +43,17 @@ class FrameLMArguments(FramesArguments):
         },
     )
 
+    plot_loss: bool = field(
+        default=False,
+        metadata={"help": "At the end of training, draw the loss curve (and the eval loss) into output_dir as "
+                  "training_loss.png (`framelm plot RUN_DIR` draws it at any time)."},
+    )  # fmt: skip
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "With --init_from VISION LM: the chat template, as `framelm init --chat-template` takes it "
+                  "(default: the LM's own, made trainable; `chatml`; or a Jinja FILE)."},
+    )  # fmt: skip
+
     def __post_init__(self):
         super().__post_init__()
         if self.stage not in STAGES:  # a YAML recipe's values are not checked by argparse

@@ -27,6 +27,7 @@ from framelm.training.batches.layout import BatchLayout
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import kept_turns, measure_lengths, too_long_problem, too_long_problems
 from framelm.training.data.loading import load_samples
+from framelm.training.data.media_exists import check_media_exist, require_within_budget
 from framelm.training.data.policy import BadRecordsError, apply_bad_record_policy, require_records
 from framelm.training.data.shards import split_records
 from framelm.training.data.sources import is_shards
@@ -75,8 +76,9 @@ def prepare_datasets(
 def load_for_training(data: DataArguments, processor, max_length: int | None) -> tuple[datasets.Dataset, int]:
     """The records of `data.dataset` that can train, measured; and how many were left out."""
     loaded = load_samples(data)
-    dataset = measure_lengths(loaded.dataset, processor, max_length, data.num_proc)
-    problems = list(loaded.problems)
+    present, missing = check_media_exist(loaded.dataset, data.dataset, data.max_bad_fraction, data.bad_records)
+    dataset = measure_lengths(present, processor, max_length, data.num_proc)
+    problems = list(loaded.problems) + missing
     if max_length is not None:
         too_long = too_long_problems(dataset, max_length)
         problems += [problem for _, problem in too_long]
@@ -84,6 +86,8 @@ def load_for_training(data: DataArguments, processor, max_length: int | None) ->
             dataset = dataset.select(np.flatnonzero(kept_turns(dataset) > 0))
     apply_bad_record_policy(problems, loaded.total, data.dataset, data.bad_records, skip_flag="--bad_records skip")
     require_records(len(dataset), loaded.total, data.dataset)
+    cause = ", ".join(sorted({problem.kind for problem in problems}))
+    require_within_budget(len(problems), loaded.total, data.dataset, data.max_bad_fraction, cause)
     logger.info("%s: %d records read, %d used, %d skipped", data.dataset, loaded.total, len(dataset), len(problems))
     return dataset, len(problems)
 

@@ -21,26 +21,28 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from framelm.training.data.policy import DataError
+    """Errors are `FrameLMError`s, printed as one line by `framelm` (cli.main, or `run_command` when launched)."""
     from framelm.training.launch import launch_if_asked
 
     argv = sys.argv[1:] if argv is None else argv
     if (exit_code := launch_if_asked(argv)) is not None:  # --accelerate_config, --num_processes: re-run launched
         return exit_code
-
-    try:
-        script_args, data_args, training_args, model_args = parse_args(argv)
-    except SystemExit as exit:  # --help (0) or a usage error (2), already printed
-        return int(exit.code or 0)
-    try:
-        trainer = run(script_args, data_args, training_args, model_args)
-    except DataError as err:  # the message names the records or the file and the fixes: a traceback would bury it
-        from framelm.processing.sources_framelm import redact  # a data URL's token or signature is never printed
-
-        print(f"framelm train: {redact(str(err))}", file=sys.stderr)
-        return 1
+    check_recipe(argv)
+    script_args, data_args, training_args, model_args = parse_args(argv)
+    trainer = run(script_args, data_args, training_args, model_args)
     trainer.end()  # finish the trackers and leave the process group, last, as TRL's `trl sft` does
     return 0
+
+
+def check_recipe(argv: list[str]) -> None:
+    """A missing or malformed `--config` is reported before trl and torch load (seconds, and their log noise)."""
+    from framelm.training.sft.recipes import read_recipe
+
+    for at, word in enumerate(argv):
+        if word == "--config" and at + 1 < len(argv):
+            read_recipe(argv[at + 1])
+        elif word.startswith("--config="):
+            read_recipe(word.split("=", 1)[1])
 
 
 def build_parser():
@@ -48,10 +50,10 @@ def build_parser():
     from trl import ModelConfig, TrlParser
 
     from framelm.training.data.arguments import DataArguments
-    from framelm.training.errors import OneLineErrors
     from framelm.training.sft.arguments import FrameLMArguments, FrameLMSFTConfig
+    from framelm.training.sft.recipes import RecipeParser
 
-    class TrainParser(OneLineErrors, TrlParser):
+    class TrainParser(RecipeParser, TrlParser):
         pass
 
     return TrainParser(
@@ -65,15 +67,27 @@ def build_parser():
 def parse_args(argv: list[str] | None = None) -> tuple:
     """(FrameLMArguments, DataArguments, FrameLMSFTConfig, ModelConfig) from a recipe and flags. A user error (an
     unknown option, a bad value, no model or no data) exits with code 2 and one line saying what to fix."""
+    import warnings
+
+    from framelm.training.data.paths import require_local_or_hub
+
     parser = build_parser()
     try:
-        script_args, data_args, training_args, model_args = parser.parse_args_and_config(argv)
+        with warnings.catch_warnings():  # TRL's own default, not the user's choice: nothing they can act on
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+            script_args, data_args, training_args, model_args = parser.parse_args_and_config(argv)
     except ValueError as err:  # a value a dataclass refuses, or a recipe key that is no option
         parser.error(str(err))
     if not (model_args.model_name_or_path or script_args.init_from):
         parser.error("say which model to train: --model_name_or_path FOLDER_OR_HUB_ID, or --init_from ...")
+    if model_args.model_name_or_path and not script_args.init_from:  # a mistyped folder is never looked up on the Hub
+        require_local_or_hub(model_args.model_name_or_path, "--model_name_or_path")
+    for name in script_args.init_from or []:
+        if name != "tiny":
+            require_local_or_hub(name, "--init_from")
     if data_args.dataset is None:
         parser.error("say what to train on: --dataset FILE_OR_MIXTURE_YAML (or a dataset folder, Hub id or shards)")
+    require_reporters(training_args.report_to)
     return script_args, data_args, training_args, model_args
 
 
@@ -84,7 +98,7 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
     from framelm.training.batches.layout import BatchLayout
     from framelm.training.batches.varlen_attention import attend_sample_by_sample
     from framelm.training.model.loading import load_model_and_processor, peft_config_for, set_stage
-    from framelm.training.run_record import write_run_record
+    from framelm.training.run_record import run_record, write_run_record
     from framelm.training.sft.data_prep import configure_for_stream, prepare_datasets
     from framelm.training.sft.trainer import FrameLMTrainer
 
@@ -110,14 +124,30 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
         processing_class=processor,
         peft_config=peft_config_for(model_args, script_args.stage),
         skipped_records=data.skipped,
+        max_bad_fraction=data_args.max_bad_fraction,
+        records=None if data.streamed else len(data.train),
+        source=data_args.dataset,
         callbacks=callbacks,
     )
+    trainer.card_facts = lambda: run_record(script_args, data_args, training_args, model_args, trainer,
+                                            trainer.skipped_records)  # fmt: skip
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         write_run_record(training_args.output_dir, script_args, data_args, training_args, model_args, trainer,
                          trainer.skipped_records)  # fmt: skip
+        trainer.save_state()  # trainer_state.json (the log history): `framelm plot RUN_DIR` reads it
+        trainer.create_model_card()  # framelm's card, as `framelm export` writes it (without evaluation)
+        if script_args.plot_loss:
+            from framelm.training.sft.plot import plot_loss
+
+            written = plot_loss(trainer.state.log_history, training_args.output_dir)
+            for path in written:
+                logger.info("loss curve: %s", path)
+            if not written:
+                logger.warning("--plot_loss: no loss was logged (--logging_steps %s), so no curve was drawn",
+                               training_args.logging_steps)  # fmt: skip
         logger.info("saved a Hub-ready FrameLM to %s (%d records skipped before training, %d while training: media "
                     "that failed to decode, each named in a warning above)", training_args.output_dir,
                     trainer.skipped_before_training, trainer.skipped_in_training)  # fmt: skip
@@ -161,5 +191,27 @@ def share_cores_with_workers(num_workers: int) -> None:
         torch.set_num_threads(threads)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def require_reporters(report_to) -> None:
+    """`--report_to wandb` without wandb installed: one line before anything loads, not a traceback at step 0."""
+    import importlib.util
+
+    from framelm.training.errors import SetupError
+
+    packages = {"wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "neptune": "neptune",
+                "clearml": "clearml", "tensorboard": "tensorboard", "trackio": "trackio", "swanlab": "swanlab",
+                "dvclive": "dvclive", "aim": "aim"}  # fmt: skip
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        package = packages.get(name)
+        if package is None:
+            continue
+        installed = sys.modules[package] is not None if package in sys.modules else importlib.util.find_spec(package)
+        if not installed:
+            raise SetupError(f"--report_to {name}: the {package} library is not installed",
+                             f"pip install {package}, or pass --report_to none")  # fmt: skip
+
+
+if __name__ == "__main__":  # `accelerate launch -m framelm.training.sft.train`: the same one-line errors
+    from framelm.training.errors import run_command
+
+    sys.exit(run_command("train", main, sys.argv[1:]))

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from framelm.processing.sources_framelm import redact
+from framelm.training.errors import FrameLMParser, InputError
 from framelm.training.eval.judge.backends import ChatJudge, JudgeUnavailableError
 from framelm.training.eval.judge.inputs import (
     JudgeInputError,
@@ -49,11 +50,10 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FrameLMParser(
         prog="framelm judge",
         description=__doc__,
         epilog=FORMULA,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("inputs (llava-bench-in-the-wild layout)")
     data.add_argument(
@@ -308,8 +308,7 @@ def main(argv: list[str]) -> int:
         tasks = _load_tasks(args, names, judge_name)
         reviews = load_reviews(args.output)
     except JudgeInputError as error:
-        print(f"framelm judge: error: {error}", file=sys.stderr)
-        return 2
+        raise InputError(str(error)) from error
 
     fresh = {item.key for item in fresh_reviews(tasks, reviews)}
     redo = {key for key in fresh if args.retry_unparseable and reviews[key].status == "unparseable"}
@@ -328,8 +327,7 @@ def main(argv: list[str]) -> int:
         try:
             judge = make_judge(args, url, judge_name)
         except ValueError as error:  # a key no header can carry or sent in clear, a judge without a chat template
-            print(f"framelm judge: error: {redact(str(error))}", file=sys.stderr)
-            return 2
+            raise InputError(redact(str(error))) from error
         try:
             run_reviews(
                 tasks,

@@ -1,4 +1,5 @@
-"""`framelm data`: check, measure and convert training data, and extract video frames.
+"""The `framelm data` commands: check, measure and convert training data, and extract video frames. Their entries
+are in `framelm`'s one command table (training/cli.py); each `*_main(argv)` parses its options and runs.
 
     framelm data validate train.json --image-folder imgs/ --report bad.jsonl   # every record, every problem
     framelm data validate mix.yaml --no-media-check                            # structure only: fast
@@ -28,7 +29,7 @@ from framelm.training.data.arguments import (
     TokenCountArguments,
     ValidateArguments,
 )
-from framelm.training.errors import OneLineErrors
+from framelm.training.errors import FrameLMParser, InputError, UsageError
 
 
 def run_validate(data: DataArguments, counts: TokenCountArguments, options: ValidateArguments) -> int:
@@ -68,7 +69,8 @@ def run_stats(data: DataArguments, counts: TokenCountArguments, options: StatsAr
     loaded = load_samples(data)
     apply_bad_record_policy(loaded.problems, loaded.total, data.dataset, data.bad_records)
     measured = measure_lengths(loaded.dataset, _counting_processor(counts), counts.max_length, data.num_proc)
-    print(token_stats(measured, counts.max_length).table(bins=options.bins))
+    batch = (options.per_device_train_batch_size, options.gradient_accumulation_steps, options.num_processes)
+    print(token_stats(measured, counts.max_length, batch).table(bins=options.bins))
     return 0
 
 
@@ -100,15 +102,32 @@ def run_convert(data: DataArguments, options: ConvertArguments) -> int:
 
 
 def _counting_processor(counts: TokenCountArguments):
-    """The processor of `--model`, with `--num-frames` applied: it counts the tokens of every record."""
-    from transformers import AutoProcessor
+    """The processor of `--model`, with `--num-frames` applied: it counts the tokens of every record. Only FrameLM's
+    own processor class is loaded (never a model's remote code), and only for a model whose type is framelm."""
+    from transformers import PretrainedConfig
 
-    from framelm.training.model.loading import set_num_frames
+    from framelm.processing import FrameLMProcessor
+    from framelm.training.data.paths import require_local_or_hub
 
-    processor = AutoProcessor.from_pretrained(counts.model, trust_remote_code=True)
+    name = require_local_or_hub(counts.model, "--model")
+    try:
+        config, _ = PretrainedConfig.get_config_dict(name)
+    except OSError as err:
+        raise InputError(f"--model {name}: {_first_line(err)}", "pass a FrameLM folder or Hub id") from err
+    if config.get("model_type") != "framelm":
+        raise InputError(
+            f"--model {name} is a {config.get('model_type')!r} model, not a FrameLM",
+            "pass a folder from `framelm init` or `framelm train`; a llava-hf model imports with framelm init "
+            "--from-llava",
+        )
+    processor = FrameLMProcessor.from_pretrained(name)
     if counts.num_frames is not None:
-        set_num_frames(processor, counts.num_frames)
+        processor.num_frames = counts.num_frames  # as model.loading.set_num_frames does for training
     return processor
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def run_extract_frames(args: argparse.Namespace) -> int:
@@ -127,32 +146,35 @@ def run_extract_frames(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-# command -> (function, its option dataclasses after DataArguments, description)
-COMMANDS = {
-    "validate": (run_validate, (TokenCountArguments, ValidateArguments),
-                 "Check every record; print a summary of errors and warnings, write a report."),
-    "stats": (run_stats, (TokenCountArguments, StatsArguments),
-              "Tokens per record (text, media, total) for a model's processor, and what max_length would do."),
-    "convert": (run_convert, (ConvertArguments,), "Write the normalized Arrow dataset or WebDataset shards."),
-}  # fmt: skip
-EXTRACT_FRAMES = "Videos -> folders of JPEG frames plus <video>.json (fps)."
+DESCRIPTIONS = {
+    "validate": "Check every record; print a summary of errors and warnings, write a report.",
+    "stats": "Tokens per record (text, media, total) for a model's processor, and what max_length would do.",
+    "convert": "Write the normalized Arrow dataset or WebDataset shards.",
+    "extract-frames": "Videos -> folders of JPEG frames plus <video>.json (fps).",
+}
+_OPTIONS = {  # command -> its option dataclasses after DataArguments
+    "validate": (TokenCountArguments, ValidateArguments),
+    "stats": (TokenCountArguments, StatsArguments),
+    "convert": (ConvertArguments,),
+}
 
 
 def build_parser(command: str):
     """The `HfArgumentParser` of one command reading data: `DataArguments` plus the command's own options."""
     from transformers import HfArgumentParser
 
-    class DataParser(OneLineErrors, HfArgumentParser):
+    class DataParser(FrameLMParser, HfArgumentParser):
         pass
 
-    _, options, description = COMMANDS[command]
-    parser = DataParser((DataArguments, *options), prog=f"framelm data {command}", description=description)
+    parser = DataParser(
+        (DataArguments, *_OPTIONS[command]), prog=f"framelm data {command}", description=DESCRIPTIONS[command]
+    )
     parser.add_argument("path", metavar="PATH", nargs="?", help="The records (the same as --dataset).")
     return parser
 
 
 def parse(command: str, argv: list[str]) -> tuple:
-    """The command's dataclasses, PATH folded into `DataArguments.dataset`; user errors exit with code 2."""
+    """The command's dataclasses, PATH folded into `DataArguments.dataset`; user errors are `UsageError`s."""
     parser = build_parser(command)
     try:
         *parsed, extra, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
@@ -175,10 +197,10 @@ def parse(command: str, argv: list[str]) -> tuple:
     return tuple(parsed)
 
 
-def extract_frames_parser() -> argparse.ArgumentParser:
+def extract_frames_parser() -> FrameLMParser:
     from framelm.training.data.extract_frames import interval_seconds  # standard library only at import time
 
-    parser = argparse.ArgumentParser(prog="framelm data extract-frames", description=EXTRACT_FRAMES)
+    parser = FrameLMParser(prog="framelm data extract-frames", description=DESCRIPTIONS["extract-frames"])
     parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FOLDER", help="Video files or folders to search.")
     parser.add_argument(
         "--interval", type=interval_seconds, default=0.5, help="Seconds between kept frames (0.5: 2 fps), 0.001-86400."
@@ -189,34 +211,30 @@ def extract_frames_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _usage() -> str:
-    lines = [__doc__.strip(), "", "commands:"]
-    lines += [f"  {name:<15}{description}" for name, (_, _, description) in COMMANDS.items()]
-    lines.append(f"  {'extract-frames':<15}{EXTRACT_FRAMES}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    command, rest = argv[0], argv[1:]
-    if command != "extract-frames" and command not in COMMANDS:
-        print(f"framelm data: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    try:
-        if command == "extract-frames":
-            run, parsed = run_extract_frames, (extract_frames_parser().parse_args(rest),)
-        else:
-            run, parsed = COMMANDS[command][0], parse(command, rest)
-    except SystemExit as exit:  # --help (0) or a usage error (2), already printed
-        return int(exit.code or 0)
+def _run(command: str, run, argv: list[str]) -> int:
+    parsed = parse(command, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(*parsed)
-    except (ValueError, FileNotFoundError) as err:  # user errors (bad records, a bad YAML): the message, no traceback
-        from framelm.processing.sources_framelm import redact  # a data URL's token or signature is never printed
+    except (InputError, UsageError):
+        raise
+    except ValueError as err:  # the data room's own refusals (bad records, a bad YAML) name the file and the fix
+        raise InputError(str(err)) from err
 
-        print(f"framelm data {command}: {redact(str(err))}", file=sys.stderr)
-        return 1
+
+def validate_main(argv: list[str]) -> int:
+    return _run("validate", run_validate, argv)
+
+
+def stats_main(argv: list[str]) -> int:
+    return _run("stats", run_stats, argv)
+
+
+def convert_main(argv: list[str]) -> int:
+    return _run("convert", run_convert, argv)
+
+
+def extract_frames_main(argv: list[str]) -> int:
+    args = extract_frames_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_extract_frames(args)
