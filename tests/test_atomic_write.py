@@ -152,7 +152,7 @@ def test_what_counts_as_foreign(tmp_path):
 
 
 def test_convert_into_a_folder_with_a_git_checkout_and_a_license_deletes_nothing(tmp_path, make_image, capsys):
-    from framelm.training.data.cli import main as data_main
+    from framelm.training.cli import data_main
 
     make_image("red.png", color=(255, 0, 0))
     record = {"id": "r0", "image": "red.png", "conversations": [{"from": "human", "value": "<image>\nColour?"},

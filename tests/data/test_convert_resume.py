@@ -11,7 +11,7 @@ import tarfile
 import pytest
 from support.kill_points import run_killed_at
 
-from framelm.training.data.cli import main as data_main
+from framelm.training.cli import data_main
 from framelm.training.data.shard_writer import SENDFILE_FROM, SHARD_MTIME, ustar_header
 from framelm.training.data.sources import SHARD_MANIFEST
 
@@ -125,7 +125,7 @@ def identity(path) -> tuple[int, int]:
 
 
 CHILD = """
-from framelm.training.data.cli import main
+from framelm.training.cli import data_main as main
 assert main({args!r}) == 0
 """
 

@@ -7,8 +7,8 @@ import datasets
 import pytest
 import yaml
 
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.datasource import ConvertedFolder, DataFile, Mixture, Shards, Table, open_source
 
 

@@ -134,7 +134,7 @@ def test_a_first_exchange_too_long_is_a_bad_record_under_strict_and_skip(tmp_pat
     with pytest.raises(BadRecordsError, match=r"1 of 2 records cannot be used:\n.*d.jsonl:2 \(id=video\): the first "
                        r"exchange needs \d+ tokens \(media included\) but max_length is 40"):  # fmt: skip
         load_for_training(data, tiny_processor, max_length=40)
-    data.bad_records = "skip"
+    data.bad_records, data.max_bad_fraction = "skip", 0.5  # one record in two is within this budget
     dataset, skipped = load_for_training(data, tiny_processor, max_length=40)
     assert (dataset["id"], skipped) == (["short"], 1)
     measured = measure_lengths(dataset, tiny_processor, 40)

@@ -18,8 +18,8 @@ import tarfile
 import pytest
 import yaml
 
+from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
-from framelm.training.data.cli import main as data_main
 from framelm.training.data.loading import load_samples
 from framelm.training.data.mixture import MixtureError, load_mixture
 from framelm.training.data.paths import OutsideRootError, RefusedReference, is_remote, resolve_media_path

@@ -34,7 +34,7 @@ def test_the_prompt_file_is_never_the_output_file(tmp_path, monkeypatch, capsys,
     assert cli(argv) == 2  # refused before the model is loaded (the model does not even exist)
     assert capsys.readouterr().err == (
         f"framelm generate: error: --output-file {output} is the prompt file: answers would be appended to the "
-        "prompts; write them to another file (see `framelm generate --help`)\n"
+        "prompts (write them to another file)\n"
     )
     assert prompts.read_bytes() == before
 
@@ -47,6 +47,6 @@ def test_a_batch_size_below_one_is_refused_in_one_line(tmp_path, capsys, size):
             "--batch-size", size]  # fmt: skip
     assert cli(argv) == 2
     assert capsys.readouterr().err == (
-        f"framelm generate: error: --batch-size must be at least 1, not {size} (see `framelm generate --help`)\n"
+        f"framelm generate: error: --batch_size {size} must be at least 1 (see `framelm generate --help`)\n"
     )
     assert not (tmp_path / "a.jsonl").exists()

@@ -73,7 +73,7 @@ def test_the_exported_card_and_folder_keep_no_credentials(tiny_model_dir, tmp_pa
 
 
 def test_a_failing_dataset_url_is_named_without_its_credentials(capsys):
-    from framelm.training.data.cli import main as data_main
+    from framelm.training.cli import data_main
 
     assert data_main(["validate", "https://alice:tok3n@127.0.0.1:9/x.jsonl?sig=S3CRET#frag9"]) != 0
     printed = capsys.readouterr()

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from framelm.training.data.paths import is_url
+from framelm.training.data.paths import is_remote
 from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import RecordProblem
 
@@ -33,8 +33,10 @@ def local_paths(media: Iterable[dict]) -> list[str]:
             continue
         frames = item.get("frames") or ()
         if frames:
-            paths += [f["path"] for f in frames if f.get("bytes") is None and f.get("path") and not is_url(f["path"])]
-        elif item.get("path") and not is_url(item["path"]):
+            paths += [
+                f["path"] for f in frames if f.get("bytes") is None and f.get("path") and not is_remote(f["path"])
+            ]
+        elif item.get("path") and not is_remote(item["path"]):
             paths.append(item["path"])
     return paths
 
