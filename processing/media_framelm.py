@@ -203,7 +203,8 @@ def load_video(
     def choose(total: int) -> list[int]:
         return select_frame_indices(total, num_frames, splice_single_frame)
 
-    with local_video_path(os.fspath(source), limits) as path:
+    source = source if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    with local_video_path(source, limits) as path:
         if os.path.isdir(path):
             if backend not in ("auto", "frames"):
                 raise ValueError(f"{path} is a folder of frames: use backend='frames' or 'auto', not {backend!r}")

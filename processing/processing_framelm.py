@@ -42,6 +42,7 @@ from .inputs_framelm import (
 from .media_framelm import VideoClip, load_image, load_video, select_frame_indices
 from .sources_framelm import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, FetchLimits
 from .time_labels_framelm import timed_video_text
+from .video_processing_framelm import FrameLMVideoProcessor
 
 TEMPLATE_VARIABLES = ("image_token", "video_token")
 
@@ -108,6 +109,8 @@ class FrameLMProcessor(ProcessorMixin):
         self.fetch_max_bytes = fetch_max_bytes  # largest remote file accepted
         self.fetch_limits  # noqa: B018 - validates both now, not at the first URL
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
+        # the video half of the pair, built from the settings above (saved with them, not on its own)
+        self.video_processor = FrameLMVideoProcessor(image_processor, num_frames)
 
     @property
     def fetch_limits(self) -> FetchLimits:
@@ -170,11 +173,15 @@ class FrameLMProcessor(ProcessorMixin):
             return templates.get("default") or ""
         return templates.get(chat_template, chat_template)
 
-    def load_video_clip(self, video, num_frames: int, splice_single_frame: str | None = None) -> VideoClip:
-        """A path, folder or URL, a decoded clip, an array/tensor (F, H, W, C) or a list of frames -> a `VideoClip`
-        of uint8 (num_frames, H, W, 3) frames with their times; pre-decoded frames are resampled to `num_frames` with
-        the same sampler, keeping the times of those picked (a clip's `timestamps`; arrays and lists have none)."""
-        if isinstance(video, (str, os.PathLike)):
+    def load_video_clip(
+        self, video, num_frames: int, splice_single_frame: str | None = None, metadata: dict | None = None
+    ) -> VideoClip:
+        """A path, folder, URL, data URL, base64 string or bytes, a decoded clip, an array/tensor (F, H, W, C) or a
+        list of frames -> a `VideoClip` of uint8 (num_frames, H, W, 3) frames with their times; pre-decoded frames are
+        resampled to `num_frames` with the same sampler, keeping the times of those picked (a clip's `timestamps`, or
+        `metadata` as vLLM passes it: `fps` and the source `frames_indices` of the frames given; arrays and lists
+        alone have none)."""
+        if isinstance(video, (str, os.PathLike, bytes, bytearray, memoryview)):
             limits = self.fetch_limits
             return load_video(video, num_frames, splice_single_frame, backend=self.video_backend, limits=limits)
         frames = getattr(video, "frames", video)
@@ -189,12 +196,13 @@ class FrameLMProcessor(ProcessorMixin):
         wanted = select_frame_indices(total, num_frames, splice_single_frame)
         frames = frames[wanted]
         frames = frames[..., :3] if frames.shape[-1] != 1 else frames.expand(*frames.shape[:3], 3)
-        times = getattr(video, "timestamps", None)
+        times, duration, fps = _metadata_times(metadata, total) if metadata else (None, None, None)
+        times = getattr(video, "timestamps", times)
         if times is not None and len(times) != total:
             raise ValueError(f"a clip of {total} frames came with {len(times)} timestamps; give one per frame")
         timestamps = None if times is None else [float(times[i]) for i in wanted]
-        fps = getattr(video, "fps", None)
-        return VideoClip(frames, timestamps, getattr(video, "duration", None), fps, total, "decoded")
+        fps = getattr(video, "fps", fps)
+        return VideoClip(frames, timestamps, getattr(video, "duration", duration), fps, total, "decoded")
 
     def __call__(self, images=None, text: str | list[str] | None = None, videos=None, audio=None, **kwargs):
         """Tokenize `text` with every `<image>`/`<video>` placeholder expanded, and preprocess the media.
@@ -211,6 +219,7 @@ class FrameLMProcessor(ProcessorMixin):
             raise ValueError("FrameLM reads images, videos and text; it has no audio input: pass no audio")
         merged = self._merged_keywords(kwargs)  # {"text_kwargs": {...}, "images_kwargs": {...}, ...}
         images_kwargs, videos_kwargs = merged["images_kwargs"], merged["videos_kwargs"]
+        metadata = videos_kwargs.pop("video_metadata", None)
         num_frames, splice_single_frame = self._video_sampling(videos_kwargs)
 
         texts = [] if text is None else [text] if isinstance(text, str) else list(text)
@@ -221,13 +230,14 @@ class FrameLMProcessor(ProcessorMixin):
         if image_list:
             loaded = [load_image(image, self.fetch_limits) for image in image_list]
             data["pixel_values"] = self.image_processor(loaded, **images_kwargs)["pixel_values"]
-        clips = [self.load_video_clip(v, num_frames, splice_single_frame) for v in video_list]
+        metadata = _per_video(metadata, len(video_list))
+        clips = [self.load_video_clip(v, num_frames, splice_single_frame, m) for v, m in zip(video_list, metadata)]
         if clips:
-            frames = [self.image_processor.preprocess_frames(clip.frames, **videos_kwargs) for clip in clips]
+            frames = [self.video_processor.preprocess_frames(clip.frames, **videos_kwargs) for clip in clips]
             data["pixel_values_videos"] = torch.stack(frames)
         if texts:
-            video_texts = [self._clip_text(clip, video) for clip, video in zip(clips, video_list, strict=True)]
-            expanded, offsets = self._expand_placeholders(texts, video_texts)
+            video_inputs = {"clips": clips, "videos": video_list}
+            expanded, offsets = self._replace_placeholders(texts, {}, video_inputs)
             encoded = self.tokenizer(expanded, **merged["text_kwargs"])
             data.update(encoded)
             if merged["return_text_replacement_offsets"]:
@@ -324,21 +334,34 @@ class FrameLMProcessor(ProcessorMixin):
             )
         return self.video_text(len(clip.frames), clip.timestamps, clip.duration)
 
-    def _expand_placeholders(self, texts: list[str], video_texts: list[str]) -> tuple[list[str], list[list[dict]]]:
-        """Replace each `<image>` by its run of tokens and each `<video>` by the next of `video_texts` (one per video,
-        in order of appearance); also return where each replacement landed (the `text_replacement_offsets` that
-        transformers' assistant-mask code uses to realign spans)."""
-        videos = iter(video_texts)
-        replacement = {
-            self.image_token: lambda: ("image", self.image_token * self.tokens_per_image),
-            self.video_token: lambda: ("video", next(videos)),
-        }
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        """The text one `<image>` becomes: `tokens_per_image` image tokens (every image is resized to the tower's
+        input, so all images get the same count)."""
+        return self.image_token * self.tokens_per_image
+
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        """The text the `video_idx`-th `<video>` becomes (`video_text` of its loaded clip: its frames' token runs and,
+        with `frame_timestamps`, their times). `video_inputs` holds the loaded `clips` and the `videos` given."""
+        return self._clip_text(video_inputs["clips"][video_idx], video_inputs["videos"][video_idx])
+
+    def _replace_placeholders(
+        self, texts: list[str], image_inputs: dict, video_inputs: dict
+    ) -> tuple[list[str], list[list[dict]]]:
+        """Replace each `<image>` and `<video>`, in order of appearance, by what `replace_image_token` /
+        `replace_video_token` return; also return where each replacement landed (`text_replacement_offsets`, which
+        vLLM's Transformers backend and transformers' assistant-mask code read)."""
+        counters = {"image": 0, "video": 0}
+        hooks = {"image": self.replace_image_token, "video": self.replace_video_token}
+        inputs = {"image": image_inputs, "video": video_inputs}
+        kinds = {self.image_token: "image", self.video_token: "video"}
         pattern = re.compile(f"{re.escape(self.image_token)}|{re.escape(self.video_token)}")
         expanded, all_offsets = [], []
         for text in texts:
             pieces, offsets, shift, last = [], [], 0, 0
             for match in pattern.finditer(text):
-                kind, run = replacement[match.group()]()
+                kind = kinds[match.group()]
+                run = hooks[kind](inputs[kind], counters[kind])
+                counters[kind] += 1
                 start, end = match.span()
                 pieces += [text[last:start], run]
                 offsets.append(
@@ -354,6 +377,35 @@ class FrameLMProcessor(ProcessorMixin):
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
         """Decode generated ids (B, L) to strings, as the image-text-to-text pipeline expects."""
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+def _per_video(metadata, count: int) -> list[dict | None]:
+    """`video_metadata` (one dict, one per video, or None) -> one entry per video."""
+    if metadata is None:
+        return [None] * count
+    items = [metadata] if isinstance(metadata, dict) or hasattr(metadata, "fps") else list(metadata)
+    if len(items) != count:
+        raise ValueError(f"video_metadata has {len(items)} entries for {count} video(s); give one per video")
+    return items
+
+
+def _metadata_times(metadata, total: int) -> tuple[list[float] | None, float | None, float | None]:
+    """(time of each given frame, duration, fps) from a video's metadata as vLLM and transformers write it: `fps` of
+    the source, `frames_indices` (the source frame each given frame is; all frames when absent) and `duration`."""
+    read = metadata.get if isinstance(metadata, dict) else lambda key, default=None: getattr(metadata, key, default)
+    fps = read("fps")
+    if fps is None or not float(fps) > 0:
+        return None, None, None
+    fps = float(fps)
+    indices = read("frames_indices")
+    indices = list(range(total)) if indices is None else [int(i) for i in indices]
+    if len(indices) != total:
+        raise ValueError(f"video_metadata lists {len(indices)} frames_indices for {total} frames; give one per frame")
+    duration = read("duration")
+    source_frames = read("total_num_frames")
+    if duration is None:
+        duration = (source_frames if source_frames else indices[-1] + 1) / fps
+    return [i / fps for i in indices], float(duration), fps
 
 
 # Saving copies this folder's code beside processor_config.json and writes `auto_map` for both classes.
