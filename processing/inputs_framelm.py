@@ -70,6 +70,7 @@ class FrameLMAudioKwargs(TypedDict, total=False):
 
 
 class FrameLMProcessingKwargs(ProcessingKwargs, total=False):
+    _defaults = {}  # transformers before 5.20 reads it in `_merge_kwargs`; FrameLM sets no defaults there
     text_kwargs: FrameLMTextKwargs
     images_kwargs: FrameLMImagesKwargs
     videos_kwargs: FrameLMVideosKwargs

@@ -32,6 +32,7 @@ from .chat_template_framelm import DEFAULT_CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOK
 from .image_processing_framelm import FrameLMImageProcessor
 from .inputs_framelm import (
     FLAT_KEYWORDS,
+    GROUPS,
     FrameLMProcessingKwargs,
     check_keywords,
     flatten_media,
@@ -253,14 +254,21 @@ class FrameLMProcessor(ProcessorMixin):
         lifted out of the groups: `return_tensors` (pixels are torch; the output type is chosen once) and the two
         return flags that transformers mirrors into text_kwargs."""
         check_keywords(kwargs)
+        # The return flags are read here, not from the merge: transformers before 5.20 keeps them in no group.
+        kwargs = dict(kwargs)
+        text_group = dict(kwargs.get("text_kwargs") or {})
+        flags = {flag: bool(kwargs.pop(flag, None) or text_group.pop(flag, None)) for flag in FLAT_KEYWORDS}
+        if "text_kwargs" in kwargs:
+            kwargs["text_kwargs"] = text_group
         init_kwargs = self.tokenizer.init_kwargs
         merged = self._merge_kwargs(FrameLMProcessingKwargs, tokenizer_init_kwargs=init_kwargs, **kwargs)
+        merged = {group: merged.get(group, {}) for group in GROUPS}
         return_tensors = None
         for group in ("videos_kwargs", "images_kwargs", "text_kwargs"):  # the text group's choice wins
             return_tensors = merged[group].pop("return_tensors", None) or return_tensors
         for flag in FLAT_KEYWORDS:
             merged["text_kwargs"].pop(flag, None)
-        return merged | {"return_tensors": return_tensors}
+        return merged | flags | {"return_tensors": return_tensors}
 
     def _video_sampling(self, videos_kwargs: dict) -> tuple[int, str | None]:
         """(frames per video, splice_single_frame) from the video keywords, which it removes; `do_sample_frames`
