@@ -40,7 +40,7 @@ from .inputs_framelm import (
     is_video,
     per_sample_counts,
 )
-from .media_framelm import VideoClip, load_image, load_video, select_frame_indices
+from .media_framelm import DEFAULT_MAX_FRAME_PIXELS, VideoClip, load_image, load_video, select_frame_indices
 from .sources_framelm import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, FetchLimits
 from .time_labels_framelm import timed_video_text
 from .video_processing_framelm import FrameLMVideoProcessor
@@ -95,6 +95,7 @@ class FrameLMProcessor(ProcessorMixin):
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
         frame_timestamps: bool = False,
+        max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
         **kwargs,
     ):
         if not isinstance(frame_timestamps, bool):
@@ -108,6 +109,7 @@ class FrameLMProcessor(ProcessorMixin):
         self.video_backend = video_backend
         self.fetch_timeout = fetch_timeout  # seconds for one whole remote file
         self.fetch_max_bytes = fetch_max_bytes  # largest remote file accepted
+        self.max_frame_pixels = int(max_frame_pixels)  # largest video frame (width * height) decoded
         self.fetch_limits  # noqa: B018 - validates both now, not at the first URL
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
         # the video half of the pair, built from the settings above (saved with them, not on its own)
@@ -184,7 +186,9 @@ class FrameLMProcessor(ProcessorMixin):
         alone have none)."""
         if isinstance(video, (str, os.PathLike, bytes, bytearray, memoryview)):
             limits = self.fetch_limits
-            return load_video(video, num_frames, splice_single_frame, backend=self.video_backend, limits=limits)
+            return load_video(
+                video, num_frames, splice_single_frame, self.video_backend, limits, self.max_frame_pixels
+            )
         frames = getattr(video, "frames", video)
         if isinstance(frames, (list, tuple)):
             frames = torch.stack([torch.as_tensor(np.asarray(load_image(f))) for f in frames])
@@ -337,8 +341,9 @@ class FrameLMProcessor(ProcessorMixin):
                 )
             raise ValueError(
                 "a video given as decoded frames has no frame times, and this processor writes each frame's time "
-                "(frame_timestamps=True): pass the video's path, or a clip with `timestamps` (one per frame, in "
-                "seconds) and `duration` such as `media_framelm.load_video` returns"
+                "(frame_timestamps=True): pass the video's path, video_metadata={'fps': ..., 'frames_indices': [...]} "
+                "(as vLLM does), or a clip with `timestamps` (one per frame, in seconds) and `duration` such as "
+                "`media_framelm.load_video` returns"
             )
         return self.video_text(len(clip.frames), clip.timestamps, clip.duration)
 
