@@ -243,8 +243,8 @@ class FrameLMModel(FrameLMPreTrainedModel):
             # so a sampled `<image>` cannot crash generation; with pixels, both kinds' counts must fit exactly.
             if has_media:
                 image_embeds, video_embeds = self.get_media_features(pixel_values, pixel_values_videos)
-                image_mask, video_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_embeds, video_embeds)
-                for mask, embeds in ((image_mask, image_embeds), (video_mask, video_embeds)):
+                masks = self.get_placeholder_mask(input_ids, inputs_embeds, image_embeds, video_embeds)
+                for mask, embeds in zip(masks, (image_embeds, video_embeds), strict=True):
                     if embeds is not None:  # fills positions in order of appearance
                         inputs_embeds = inputs_embeds.masked_scatter(mask, embeds.to(inputs_embeds.dtype))
         elif has_media:

@@ -236,7 +236,8 @@ class FrameLMProcessor(ProcessorMixin):
             loaded = [load_image(image, self.fetch_limits) for image in image_list]
             data["pixel_values"] = self.image_processor(loaded, **images_kwargs)["pixel_values"]
         metadata = _per_video(metadata, len(video_list))
-        clips = [self.load_video_clip(v, num_frames, splice_single_frame, m) for v, m in zip(video_list, metadata)]
+        pairs = zip(video_list, metadata, strict=True)
+        clips = [self.load_video_clip(v, num_frames, splice_single_frame, m) for v, m in pairs]
         if clips:
             frames = [self.video_processor.preprocess_frames(clip.frames, **videos_kwargs) for clip in clips]
             data["pixel_values_videos"] = torch.stack(frames)
