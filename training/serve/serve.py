@@ -24,6 +24,10 @@ from framelm.training.errors import OneLineErrors
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 PROBE_SECONDS = 120
+# vLLM computes logits with its own head and ignores `suppress_tokens`: this logits processor (a file vLLM imports
+# from PLUGIN_DIR, put on its PYTHONPATH) keeps the served model from emitting `<image>`/`<video>`.
+PLUGIN_DIR = Path(__file__).resolve().parent / "vllm_plugin"
+MEDIA_TOKEN_PROCESSOR = "framelm_vllm:MediaTokenSuppressor"
 
 
 class Parser(OneLineErrors, argparse.ArgumentParser):
@@ -48,10 +52,18 @@ def server_command(args: argparse.Namespace, extra: list[str]) -> list[str]:
     """The vLLM command line for `args` (`extra`: arguments passed through to vLLM)."""
     command = [args.python, "-m", SERVER_MODULE, "--model", str(args.model), "--trust-remote-code",
                "--host", args.host, "--port", str(args.port),
-               "--limit-mm-per-prompt", json.dumps({"image": args.max_images, "video": args.max_videos})]  # fmt: skip
+               "--limit-mm-per-prompt", json.dumps({"image": args.max_images, "video": args.max_videos}),
+               "--logits-processors", MEDIA_TOKEN_PROCESSOR]  # fmt: skip
     if args.num_frames is not None:
         command += ["--mm-processor-kwargs", json.dumps({"num_frames": args.num_frames})]
     return command + extra
+
+
+def server_environment(environ: dict | None = None) -> dict:
+    """The environment for vLLM: `environ` (default this process's) with PLUGIN_DIR first on PYTHONPATH."""
+    environ = dict(os.environ if environ is None else environ)
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_DIR), environ.get("PYTHONPATH")) if p)
+    return environ
 
 
 def missing_vllm_message(python: str) -> str | None:
@@ -88,10 +100,10 @@ def main(argv: list[str]) -> int:
         parser.error(f"{args.model} has no config.json: pass a FrameLM folder (framelm init/train/export output)")
     command = server_command(args, extra)
     if args.print_command:
-        print(shlex.join(command))
+        print(f"PYTHONPATH={shlex.quote(server_environment()['PYTHONPATH'])} {shlex.join(command)}")
         return 0
     if message := missing_vllm_message(args.python):
         print(f"framelm serve: error: {message}", file=sys.stderr)
         return 1
-    os.execv(args.python, command)
+    os.execve(args.python, command, server_environment())
     return 0  # not reached: exec replaced this process
