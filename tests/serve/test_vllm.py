@@ -127,5 +127,7 @@ def test_vllm_answers_like_transformers(vllm_server, served, make_image, make_mp
         # incremental detokenizer holds back an unfinished one at the end
         assert reply.choices[0].token_ids == new_ids[: len(reply.choices[0].token_ids)], name
         assert len(reply.choices[0].token_ids) == len(new_ids), name
+        media = {tiny_model.config.image_token_id, tiny_model.config.video_token_id}
+        assert not media & set(reply.choices[0].token_ids), name  # vLLM ignores suppress_tokens: the processor
         expected = tiny_processor.decode(new_ids, skip_special_tokens=True)
         assert expected.startswith(reply.choices[0].message.content.rstrip("\ufffd")), name
