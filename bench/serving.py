@@ -64,10 +64,13 @@ def data_url(path: Path, mime: str) -> str:
 
 
 def start_vllm(python: Path, folder: Path, port: int, log_path: Path) -> subprocess.Popen:
-    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--trust-remote-code",
-               "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
-               "--gpu-memory-utilization", "0.1", "--limit-mm-per-prompt", '{"image": 1, "video": 1}']  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    """vLLM as `framelm serve` starts it (its flags and media-token logits processor), fp32 like transformers."""
+    from framelm.training.serve import serve
+
+    args = serve.build_parser().parse_args([str(folder), "--port", str(port), "--python", str(python)])
+    extra = ["--max-model-len", "2048", "--dtype", "float32", "--gpu-memory-utilization", "0.1"]
+    command = serve.server_command(args, extra)
+    env = serve.server_environment({k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + STARTUP_SECONDS
