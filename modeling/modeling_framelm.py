@@ -5,8 +5,9 @@ sibling files only, so a saved folder loads with `trust_remote_code=True` where 
 
 How it departs from transformers' LLaVA-NeXT-Video: every image and every video frame of a batch goes through the
 tower in ONE batched pass (no per-modality passes), videos have a fixed frame count (NeMo Video-NeVA style, no
-padding), and a text-only batch still runs the tower and projector in a multi-process job, training or evaluating, so
-that DDP, ZeRO and FSDP find every rank in their collectives (see `FrameLMModel._needs_blank_media_pass`).
+padding), and a text-only batch still runs the tower and projector when training in a multi-process job (or
+evaluating with ZeRO-3/FSDP-sharded weights), so that DDP, ZeRO and FSDP find every rank in their collectives, but
+never at inference (see `FrameLMModel._needs_blank_media_pass`). It runs on transformers 5.16 and later (`CACHE_KEY`).
 """
 
 from __future__ import annotations

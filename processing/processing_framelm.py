@@ -15,7 +15,9 @@ What a call may pass (`inputs_framelm.py`): media in every form users and harnes
 and fsspec URLs, data URLs, base64, bytes, PIL, arrays, frame lists); keywords in transformers 5's `ProcessingKwargs`
 groups, each honoured or refused by name; `audio` / `audios` only when empty (lmms-eval passes `audios=[]`). Remote
 files are fetched within `fetch_timeout` seconds (the whole file) and `fetch_max_bytes` bytes, both saved with the
-processor and settable at load: `AutoProcessor.from_pretrained(folder, fetch_timeout=10)`.
+processor and settable at load: `AutoProcessor.from_pretrained(folder, fetch_timeout=10)`; video frames larger than
+`max_frame_pixels` (8K UHD by default, read from the stream header) are refused before decoding. Frames decoded
+elsewhere (vLLM) come with `video_metadata` (fps, frames_indices), which gives their times.
 """
 
 from __future__ import annotations
