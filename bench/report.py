@@ -28,6 +28,7 @@ ORDER = (
     "data_scale.shards",
     "loader",
     "import_memory",
+    "serving",
 )
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -8,7 +8,8 @@ from .configuration_framelm import FrameLMConfig
 from .modeling_framelm import FrameLMForConditionalGeneration, FrameLMModel
 
 AutoConfig.register("framelm", FrameLMConfig, exist_ok=True)
-for _auto in (AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM):
+AutoModel.register(FrameLMConfig, FrameLMModel, exist_ok=True)
+for _auto in (AutoModelForImageTextToText, AutoModelForMultimodalLM):
     _auto.register(FrameLMConfig, FrameLMForConditionalGeneration, exist_ok=True)
 
 __all__ = ["FrameLMConfig", "FrameLMForConditionalGeneration", "FrameLMModel"]

@@ -18,10 +18,11 @@ PROJECTOR_ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "relu", "silu")
 VIDEO_POOLING_MODES = ("average", "max")  # LLaVA-NeXT-Video's `spatial_pool_mode` names
 FEATURE_SELECT_STRATEGIES = ("default", "full")  # default: drop the CLS token when the tower has one (as LLaVA does)
 SPLICE_CHOICES = (None, "first", "middle", "last")
-# Every auto class resolves to the class that can generate: harnesses such as lmms-eval fall back to `AutoModel`.
+# As transformers' LLaVA: `AutoModel` is the base model without the LM head (vLLM's Transformers backend loads it and
+# adds its own head), the generating auto classes the model with it.
 AUTO_MAP = {
     "AutoConfig": "configuration_framelm.FrameLMConfig",
-    "AutoModel": "modeling_framelm.FrameLMForConditionalGeneration",
+    "AutoModel": "modeling_framelm.FrameLMModel",
     "AutoModelForImageTextToText": "modeling_framelm.FrameLMForConditionalGeneration",
     "AutoModelForMultimodalLM": "modeling_framelm.FrameLMForConditionalGeneration",
 }

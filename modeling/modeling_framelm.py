@@ -5,8 +5,9 @@ sibling files only, so a saved folder loads with `trust_remote_code=True` where 
 
 How it departs from transformers' LLaVA-NeXT-Video: every image and every video frame of a batch goes through the
 tower in ONE batched pass (no per-modality passes), videos have a fixed frame count (NeMo Video-NeVA style, no
-padding), and a text-only batch still runs the tower and projector in a multi-process job, training or evaluating, so
-that DDP, ZeRO and FSDP find every rank in their collectives (see `FrameLMModel._needs_blank_media_pass`).
+padding), and a text-only batch still runs the tower and projector when training in a multi-process job (or
+evaluating with ZeRO-3/FSDP-sharded weights), so that DDP, ZeRO and FSDP find every rank in their collectives, but
+never at inference (see `FrameLMModel._needs_blank_media_pass`). It runs on transformers 5.16 and later (`CACHE_KEY`).
 """
 
 from __future__ import annotations
@@ -14,21 +15,33 @@ from __future__ import annotations
 import os
 
 import torch
-import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .configuration_framelm import PATCH_INPUT_TOWERS, TOWERS_WITH_CLS_TOKEN, FrameLMConfig
 from .pipeline_framelm import FrameLMVideoTextToTextPipeline  # noqa: F401  saved beside the model: custom_pipelines
 from .projector_framelm import FrameLMMultiModalProjector, pool_frame_features
 
-# transformers 5.24 renamed the KV-cache keyword `past_key_values` to `cache`; this file passes and returns `cache`.
-if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (5, 24):
-    raise ImportError(
-        f"FrameLM needs transformers>=5.24 (the KV cache keyword `cache`); found {transformers.__version__}: "
-        "pip install -U 'transformers>=5.24,<6'"
-    )
+# The one compatibility rule for the KV cache keyword: transformers 5.24 renamed `past_key_values` to `cache` (in
+# forward signatures and output fields). The saved folder runs on both sides of the rename (vLLM pins older
+# transformers), so `forward` accepts either name and hands the LM the one its transformers reads.
+CACHE_KEY = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _cache_of(cache, kwargs: dict):
+    """The KV cache of a forward call, under whichever name the caller used (and removed from `kwargs`)."""
+    old = kwargs.pop("past_key_values", None)
+    if cache is not None and old is not None:
+        raise ValueError("pass the KV cache once: either `cache` or `past_key_values`")
+    return cache if cache is not None else old
+
+
+def _sharded_by_engine(module: nn.Module) -> bool:
+    """Whether an engine that gathers `module`'s weights in every forward (ZeRO-3: parameters carry `ds_id`; FSDP2:
+    parameters are DTensors) has sharded it."""
+    param = next(module.parameters(), None)
+    return param is not None and (hasattr(param, "ds_id") or type(param).__name__ == "DTensor")
 
 
 def _drop_final_norm(tower: nn.Module) -> None:
@@ -138,6 +151,44 @@ class FrameLMModel(FrameLMPreTrainedModel):
             video_embeds = projected[image_tokens:].reshape(pixel_values_videos.shape[0], -1, projected.shape[-1])
         return (image_embeds if pixel_values is not None else None), video_embeds
 
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """(N_img, C, H, W) images -> `pooler_output` (N_img, tokens_per_image, D): the embeddings that replace the
+        `<image>` tokens (the contract of transformers' VLMs, which vLLM's Transformers backend calls);
+        `last_hidden_state` holds the tower's features before the projector."""
+        return self._media_output(pixel_values, None)
+
+    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """(N_vid, F, C, H, W) videos -> `pooler_output` (N_vid, F * tokens_per_frame, D), as `get_image_features`."""
+        return self._media_output(None, pixel_values_videos)
+
+    def _media_output(self, pixel_values, pixel_values_videos) -> BaseModelOutputWithPooling:
+        image_embeds, video_embeds = self.get_media_features(pixel_values, pixel_values_videos)
+        return BaseModelOutputWithPooling(pooler_output=image_embeds if video_embeds is None else video_embeds)
+
+    def get_placeholder_mask(
+        self,
+        input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor,
+        image_features: torch.Tensor | None = None,
+        video_features: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks (B, L, D) of the `<image>` and `<video>` positions in `inputs_embeds`, each checked against the
+        number of feature rows given for its kind (tokens per item come from the features, so a prompt may use another
+        frame count than training did).
+
+        The check reads the count on the host only where that costs nothing (a CPU tensor, outside torch.compile);
+        on an accelerator or under compilation it is a device-side assert, so no forward waits for the device."""
+        masks = []
+        for kind, token_id, features in (
+            ("image", self.config.image_token_id, image_features),
+            ("video", self.config.video_token_id, video_features),
+        ):
+            mask = input_ids == token_id  # (B, L)
+            expected = 0 if features is None else features.shape[0] * features.shape[1]
+            _check_placeholder_count(mask, expected, kind, features)
+            masks.append(mask.unsqueeze(-1).expand_as(inputs_embeds))
+        return masks[0], masks[1]
+
     def _zero_media_contribution(self, like: torch.Tensor) -> torch.Tensor:
         """0 times the projected features of one blank image: the tower and projector run (and, in training, get a
         zero gradient) without changing the result. See `_needs_blank_media_pass` for when."""
@@ -146,46 +197,27 @@ class FrameLMModel(FrameLMPreTrainedModel):
         image_embeds, _ = self.get_media_features(pixel_values=blank)
         return image_embeds.sum().to(like.dtype) * 0.0
 
-    def _scatter_media(
-        self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, embeds: torch.Tensor | None, kind: str
-    ) -> torch.Tensor:
-        token_id = self.config.image_token_id if kind == "image" else self.config.video_token_id
-        # tokens per item come from the features, so a prompt may use another frame count than training did
-        default = self.config.tokens_per_image if kind == "image" else self.config.tokens_per_video
-        per_item = default if embeds is None else embeds.shape[1]
-        mask = input_ids == token_id  # (B, L)
-        found = mask.sum(dim=1)  # (B,)
-        given = 0 if embeds is None else embeds.shape[0]
-        if int(found.sum()) != given * per_item:
-            raise ValueError(
-                f"<{kind}> tokens per sample {found.tolist()} do not fit {given} {kind}(s) of {per_item} tokens each "
-                f"(expected {given * per_item} in total); build inputs with FrameLMProcessor, which expands each "
-                f"<{kind}> placeholder to its exact token count, not with the tokenizer alone"
-            )
-        if embeds is None:
-            return inputs_embeds
-        flat = embeds.reshape(-1, embeds.shape[-1]).to(inputs_embeds.device, inputs_embeds.dtype)
-        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat)  # fills positions in order of appearance
-
     def _needs_blank_media_pass(self, cache=None) -> bool:
         """Whether a forward pass without media must still run the tower and projector (on one blank image).
 
-        In every forward of a multi-process torch.distributed job, training or evaluating:
-        - DDP and ZeRO-1/2 reduce a gradient for every trainable parameter after each backward pass; a rank whose
-          batch had no media has none for the tower and projector, so DDP hangs and ZeRO fails the gloo/NCCL
-          collective (the shapes differ between ranks).
-        - ZeRO-3, FSDP and tensor parallelism gather the sharded weights of the tower and projector in every
-          forward, evaluation included and frozen or not; a rank that skips them leaves the others waiting in that
-          gather (ZeRO-3 hangs at the next training step, FSDP fails the collective).
-          The model cannot ask which engine wraps it in one way for all, so the rule keys on the process group.
-        - Except at a cached decoding step: media go in at prefill only, so no rank runs the tower there.
-        In one process too when training a tower or projector: a text-only batch then gives them a zero gradient
-        rather than none, so AdamW steps them (momentum, weight decay) exactly as in a multi-process run.
+        Never at inference proper: not with a filled KV cache (media go in at prefill only), and not in a model that
+        is neither training nor sharded by an engine (generation, pipelines, vLLM under tensor or pipeline
+        parallelism, where a blank image per forward would slow every decoding step). Otherwise:
+        - Training in a multi-process job: DDP and ZeRO-1/2 reduce a gradient for every trainable parameter after
+          each backward pass; a rank whose batch had no media has none for the tower and projector, so DDP hangs and
+          ZeRO fails the gloo/NCCL collective (the shapes differ between ranks).
+        - ZeRO-3 and FSDP gather the sharded weights of the tower and projector in every forward, evaluation
+          included and frozen or not; a rank that skips them leaves the others waiting in that gather. The weights
+          say whether such an engine holds them (`_sharded_by_engine`), so evaluation keeps the pass there only.
+        - Training in one process a tower or projector: a text-only batch then gives them a zero gradient rather
+          than none, so AdamW steps them (momentum, weight decay) exactly as in a multi-process run.
         The cost is one image through the tower per text-only batch.
         """
+        if cache is not None and cache.get_seq_length() > 0:
+            return False
         in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
         if in_group and torch.distributed.get_world_size() > 1:
-            return cache is None or cache.get_seq_length() == 0  # `cache`: the KV cache of this forward, if any
+            return self.training or _sharded_by_engine(self.multi_modal_projector)
         modules = (self.vision_tower, self.multi_modal_projector)
         return self.training and any(p.requires_grad for m in modules for p in m.parameters())
 
@@ -201,6 +233,8 @@ class FrameLMModel(FrameLMPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """`cache` is the KV cache (`past_key_values` on transformers before 5.24: either name is accepted)."""
+        cache = _cache_of(cache, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         has_media = pixel_values is not None or pixel_values_videos is not None
@@ -210,8 +244,10 @@ class FrameLMModel(FrameLMPreTrainedModel):
             # so a sampled `<image>` cannot crash generation; with pixels, both kinds' counts must fit exactly.
             if has_media:
                 image_embeds, video_embeds = self.get_media_features(pixel_values, pixel_values_videos)
-                inputs_embeds = self._scatter_media(input_ids, inputs_embeds, image_embeds, "image")
-                inputs_embeds = self._scatter_media(input_ids, inputs_embeds, video_embeds, "video")
+                masks = self.get_placeholder_mask(input_ids, inputs_embeds, image_embeds, video_embeds)
+                for mask, embeds in zip(masks, (image_embeds, video_embeds), strict=True):
+                    if embeds is not None:  # fills positions in order of appearance
+                        inputs_embeds = inputs_embeds.masked_scatter(mask, embeds.to(inputs_embeds.dtype))
         elif has_media:
             raise ValueError("pixel inputs need input_ids to find the <image>/<video> positions; got inputs_embeds")
         if not has_media and self._needs_blank_media_pass(cache):
@@ -225,9 +261,25 @@ class FrameLMModel(FrameLMPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             use_cache=use_cache,
+            **{CACHE_KEY: cache},
             **kwargs,
+        )
+
+
+def _check_placeholder_count(mask: torch.Tensor, expected: int, kind: str, features: torch.Tensor | None) -> None:
+    """The `<kind>` positions in `mask` (B, L) must number `expected` (feature rows * tokens per row)."""
+    found = mask.sum()
+    if mask.device.type != "cpu" or torch.compiler.is_compiling():
+        torch._assert_async(found == expected, f"<{kind}> token count does not match the {kind} features given")
+        return
+    if int(found) != expected:
+        given = 0 if features is None else features.shape[0]
+        per_item = "" if features is None else f" of {features.shape[1]} tokens each"
+        raise ValueError(
+            f"<{kind}> tokens per sample {mask.sum(dim=1).tolist()} do not fit {given} {kind}(s){per_item} "
+            f"(expected {expected} in total); build inputs with FrameLMProcessor, which expands each "
+            f"<{kind}> placeholder to its exact token count, not with the tokenizer alone"
         )
 
 
@@ -282,6 +334,15 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        return self.model.get_image_features(pixel_values, **kwargs)
+
+    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        return self.model.get_video_features(pixel_values_videos, **kwargs)
+
+    def get_placeholder_mask(self, input_ids, inputs_embeds, image_features=None, video_features=None):
+        return self.model.get_placeholder_mask(input_ids, inputs_embeds, image_features, video_features)
+
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
 
@@ -301,7 +362,11 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """`pixel_values` (N_img, C, H, W) and `pixel_values_videos` (N_vid, F, C, H, W) hold every image and video
         of the batch in order of appearance; `labels` use -100 for positions without loss (`<image>`/`<video>`
-        targets are set to -100 before this runs, see `_media_free_labels`)."""
+        targets are set to -100 before this runs, see `_media_free_labels`).
+
+        At inference (not training, no labels) the logits of `<image>` and `<video>` are -inf: a model never emits a
+        placeholder, whatever the sampler or the generation config it is driven with."""
+        cache = _cache_of(cache, kwargs)
         kwargs.pop("return_dict", None)  # always a ModelOutput: GenerationMixin and Trainer read fields by name
         outputs = self.model(
             input_ids=input_ids,
@@ -317,6 +382,9 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         hidden = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep, :])
+        if not self.training and labels is None:
+            media_ids = [i for i in (self.config.image_token_id, self.config.video_token_id) if i is not None]
+            logits[..., media_ids] = float("-inf")
         loss = None
         if labels is not None:
             loss = self.loss_function(
@@ -325,7 +393,7 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=outputs.cache,
+            **{CACHE_KEY: getattr(outputs, CACHE_KEY)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

@@ -61,7 +61,8 @@ class FrameLMImagesKwargs(TypedDict, total=False):
 class FrameLMVideosKwargs(FrameLMImagesKwargs, total=False):
     num_frames: int | None  # frames sampled per video; the processor's `num_frames` when not given
     splice_single_frame: str | None  # keep one frame, "first" | "middle" | "last" (NeVA's splice_single_frame)
-    do_sample_frames: bool | None  # True is what FrameLM always does; apply_chat_template sends it with num_frames
+    do_sample_frames: bool | None  # False: the frames given are already sampled (vLLM); kept if num_frames of them
+    video_metadata: Any  # one dict per video (fps, frames_indices, duration): the times of frames decoded elsewhere
 
 
 class FrameLMAudioKwargs(TypedDict, total=False):
@@ -69,6 +70,7 @@ class FrameLMAudioKwargs(TypedDict, total=False):
 
 
 class FrameLMProcessingKwargs(ProcessingKwargs, total=False):
+    _defaults = {}  # transformers before 5.20 reads it in `_merge_kwargs`; FrameLM sets no defaults there
     text_kwargs: FrameLMTextKwargs
     images_kwargs: FrameLMImagesKwargs
     videos_kwargs: FrameLMVideosKwargs
@@ -81,7 +83,6 @@ FLAT_KEYWORDS = ("return_mm_token_type_ids", "return_text_replacement_offsets")
 REFUSED = {
     "fps": "FrameLM samples a fixed number of frames per video (the model was trained on that count); pass "
     "num_frames=N instead of fps",
-    "video_metadata": "FrameLM samples frames itself and reads no video metadata; pass the video or its frames",
     "return_metadata": "FrameLM returns no video metadata",
     "sanitize_control_tokens": "FrameLMProcessor cannot tell marked control tokens from placeholders; render the "
     "chat without sanitize_control_tokens",
@@ -106,11 +107,6 @@ def check_keywords(kwargs: dict) -> None:
 def _check_one(where: str, name: str, accepted: set[str], value) -> None:
     if name in REFUSED:
         raise ValueError(f"`{where}`: {REFUSED[name]}")
-    if name == "do_sample_frames" and value is False:
-        raise ValueError(
-            f"`{where}=False`: FrameLM always samples num_frames frames per video; pass the frames you want as the "
-            "video (a list or array of frames) with num_frames set to their count"
-        )
     if name not in accepted and name in GenerationConfig().to_dict():
         raise TypeError(
             f"FrameLMProcessor got `{where}`, a generation setting: pass it to model.generate(...), or to a pipeline "
@@ -133,8 +129,9 @@ def is_image(item) -> bool:
 
 
 def is_video(item) -> bool:
-    """One video: a path, folder or URL, a decoded clip, an (F, H, W, C) array/tensor, or a list of frames."""
-    if isinstance(item, (str, os.PathLike)) or hasattr(item, "frames"):
+    """One video: a path, folder, URL, data URL or base64 string, bytes, a decoded clip, an (F, H, W, C)
+    array/tensor, or a list of frames."""
+    if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(item, "frames"):
         return True
     if isinstance(item, (np.ndarray, torch.Tensor)):
         return item.ndim == 4

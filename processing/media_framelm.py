@@ -39,6 +39,14 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # both decode the same frames). PyAV is also right on open-GOP streams, where decord 0.6 returns neighbouring frames.
 AUTO_FILE_BACKENDS = ("pyav", "decord")
 _INSTALL = {"pyav": "pip install av", "decord": "pip install decord"}
+# Pixels per video frame accepted, read from the stream header before anything is decoded: a 414 KB mp4 of
+# 12000x12000 frames decodes to 432 MB per RGB frame. 8K UHD (7680x4320) fits; the processor's `max_frame_pixels`.
+DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320
+# Frame rates a frame folder's `<folder>.json` may give: one frame per 1000 s to 1000 frames per second.
+FOLDER_FPS_RANGE = (1e-3, 1e3)
+# Formats data images are opened with: rasters only. Never EPS/PS (Pillow runs Ghostscript on them), nor the
+# other formats that hand the data to external programs or parse vector/script content.
+RASTER_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO", "DIB", "PCX", "SGI", "QOI")
 
 
 # --- images -----------------------------------------------------------------------------------------------------
@@ -79,7 +87,8 @@ def _decode_image(source, where: str):
     from PIL import Image, ImageOps
 
     try:
-        image = Image.open(source)
+        Image.init()  # every plugin registered, so the list below names only formats this Pillow has
+        image = Image.open(source, formats=[name for name in RASTER_FORMATS if name in Image.OPEN])
         image.load()
     except Image.DecompressionBombError as err:  # the header claims more pixels than PIL will allocate
         raise ValueError(
@@ -87,7 +96,10 @@ def _decode_image(source, where: str):
             "if you trust it"
         ) from err
     except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError and "image file is truncated"
-        raise ValueError(f"cannot decode image {where}: {err}; replace the file (truncated or not an image?)") from err
+        raise ValueError(
+            f"cannot decode image {where}: {err}; replace the file (truncated, or not a raster image: "
+            f"{', '.join(RASTER_FORMATS)} are read)"
+        ) from err
     ImageOps.exif_transpose(image, in_place=True)
     return image
 
@@ -187,6 +199,7 @@ def load_video(
     splice_single_frame: str | None = None,
     backend: str = "auto",
     limits: FetchLimits | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> VideoClip:
     """Decode the `num_frames` frames `select_frame_indices` picks from a video file or a folder of frame images.
 
@@ -194,6 +207,8 @@ def load_video(
         source: a file or frame folder, a `file://` URL, or an `http(s)://` / fsspec URL (downloaded to a temporary
             file within `limits` first, and deleted after decoding).
         backend: "pyav", "decord", "frames" (a folder) or "auto" (a folder -> frames; a file -> PyAV, else decord).
+        max_frame_pixels: frames larger than this (width * height, from the stream header) are refused before any
+            is decoded.
     """
     if backend not in VIDEO_BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported; choose one of {VIDEO_BACKENDS}")
@@ -203,7 +218,8 @@ def load_video(
     def choose(total: int) -> list[int]:
         return select_frame_indices(total, num_frames, splice_single_frame)
 
-    with local_video_path(os.fspath(source), limits) as path:
+    source = source if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    with local_video_path(source, limits) as path:
         if os.path.isdir(path):
             if backend not in ("auto", "frames"):
                 raise ValueError(f"{path} is a folder of frames: use backend='frames' or 'auto', not {backend!r}")
@@ -211,7 +227,7 @@ def load_video(
         if backend == "frames":
             raise ValueError(f"backend='frames' reads a folder of frame images, but {path} is a file")
         name = _available_backend(path) if backend == "auto" else backend
-        return _READERS[name](path, choose)
+        return _READERS[name](path, choose, max_frame_pixels)
 
 
 def probe_video(source: str | os.PathLike, limits: FetchLimits | None = None) -> dict:
@@ -273,8 +289,11 @@ def _folder_fps(folder: str) -> float | None:
         fps = float(meta["fps"])
     except (TypeError, ValueError):
         fps = float("nan")
-    if not fps > 0 or fps == float("inf"):
-        raise ValueError(f"{json_path}: 'fps' must be a positive number like 2.0 or \"2.0\"; got {meta['fps']!r}")
+    low, high = FOLDER_FPS_RANGE
+    if not low <= fps <= high:
+        raise ValueError(
+            f"{json_path}: 'fps' must be a number from {low:g} to {high:g} like 2.0 or \"2.0\"; got {meta['fps']!r}"
+        )
     return fps
 
 
@@ -293,7 +312,16 @@ def _read_frame_folder(folder: str, choose: Callable[[int], list[int]]) -> Video
 # --- decord -----------------------------------------------------------------------------------------------------
 
 
-def _read_decord(path: str, choose: Callable[[int], list[int]]) -> VideoClip:
+def check_frame_pixels(path: str, width: int, height: int, max_frame_pixels: int) -> None:
+    if width * height > max_frame_pixels:
+        raise ValueError(
+            f"video {path} has {width}x{height} frames ({width * height} pixels), above the limit of "
+            f"{max_frame_pixels} pixels per frame; downscale it (ffmpeg -vf scale=...), or raise the processor's "
+            "max_frame_pixels if you trust it"
+        )
+
+
+def _read_decord(path: str, choose: Callable[[int], list[int]], max_frame_pixels: int) -> VideoClip:
     """decord's `get_batch`: for environments without PyAV. On open-GOP streams (x265's default, `open-gop=1` in
     x264) decord 0.6 returns neighbouring frames instead of the wanted ones; use PyAV there."""
     try:
@@ -301,6 +329,7 @@ def _read_decord(path: str, choose: Callable[[int], list[int]]) -> VideoClip:
     except ImportError as err:
         raise ImportError(f"backend='decord' needs decord: `{_INSTALL['decord']}`") from err
     try:
+        _check_header_with_pyav(path, max_frame_pixels)
         reader = decord.VideoReader(path, ctx=decord.cpu(0))
         total = len(reader)
         wanted = choose(total)
@@ -317,8 +346,26 @@ def _read_decord(path: str, choose: Callable[[int], list[int]]) -> VideoClip:
     return _clip(frames, wanted, [seconds[i] for i in wanted], duration, fps, total, "decord")
 
 
-def _read_pyav(path: str, choose: Callable[[int], list[int]]) -> VideoClip:
-    frames, wanted, timestamps, duration, fps, total = read_pyav(path, choose)
+def _check_header_with_pyav(path: str, max_frame_pixels: int) -> None:
+    """decord has no way to read the frame size without decoding a frame: read it from the header with PyAV when
+    it is installed (without PyAV, decord's frames are not bounded before decoding)."""
+    try:
+        import av
+    except ImportError:
+        return
+    try:
+        with av.open(path) as container:
+            if container.streams.video:
+                codec = container.streams.video[0].codec_context
+                check_frame_pixels(path, codec.width, codec.height, max_frame_pixels)
+    except av.FFmpegError:
+        return  # decord reports unreadable files itself
+
+
+def _read_pyav(path: str, choose: Callable[[int], list[int]], max_frame_pixels: int) -> VideoClip:
+    frames, wanted, timestamps, duration, fps, total = read_pyav(
+        path, choose, lambda width, height: check_frame_pixels(path, width, height, max_frame_pixels)
+    )
     return _clip(frames, wanted, timestamps, duration, fps, total, "pyav")
 
 

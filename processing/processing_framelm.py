@@ -15,7 +15,9 @@ What a call may pass (`inputs_framelm.py`): media in every form users and harnes
 and fsspec URLs, data URLs, base64, bytes, PIL, arrays, frame lists); keywords in transformers 5's `ProcessingKwargs`
 groups, each honoured or refused by name; `audio` / `audios` only when empty (lmms-eval passes `audios=[]`). Remote
 files are fetched within `fetch_timeout` seconds (the whole file) and `fetch_max_bytes` bytes, both saved with the
-processor and settable at load: `AutoProcessor.from_pretrained(folder, fetch_timeout=10)`.
+processor and settable at load: `AutoProcessor.from_pretrained(folder, fetch_timeout=10)`; video frames larger than
+`max_frame_pixels` (8K UHD by default, read from the stream header) are refused before decoding. Frames decoded
+elsewhere (vLLM) come with `video_metadata` (fps, frames_indices), which gives their times.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .chat_template_framelm import DEFAULT_CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOK
 from .image_processing_framelm import FrameLMImageProcessor
 from .inputs_framelm import (
     FLAT_KEYWORDS,
+    GROUPS,
     FrameLMProcessingKwargs,
     check_keywords,
     flatten_media,
@@ -39,9 +42,10 @@ from .inputs_framelm import (
     is_video,
     per_sample_counts,
 )
-from .media_framelm import VideoClip, load_image, load_video, select_frame_indices
+from .media_framelm import DEFAULT_MAX_FRAME_PIXELS, VideoClip, load_image, load_video, select_frame_indices
 from .sources_framelm import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_TIMEOUT, FetchLimits
 from .time_labels_framelm import timed_video_text
+from .video_processing_framelm import FrameLMVideoProcessor
 
 TEMPLATE_VARIABLES = ("image_token", "video_token")
 
@@ -93,6 +97,7 @@ class FrameLMProcessor(ProcessorMixin):
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
         frame_timestamps: bool = False,
+        max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
         **kwargs,
     ):
         if not isinstance(frame_timestamps, bool):
@@ -106,8 +111,11 @@ class FrameLMProcessor(ProcessorMixin):
         self.video_backend = video_backend
         self.fetch_timeout = fetch_timeout  # seconds for one whole remote file
         self.fetch_max_bytes = fetch_max_bytes  # largest remote file accepted
+        self.max_frame_pixels = int(max_frame_pixels)  # largest video frame (width * height) decoded
         self.fetch_limits  # noqa: B018 - validates both now, not at the first URL
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
+        # the video half of the pair, built from the settings above (saved with them, not on its own)
+        self.video_processor = FrameLMVideoProcessor(image_processor, num_frames)
 
     @property
     def fetch_limits(self) -> FetchLimits:
@@ -170,13 +178,19 @@ class FrameLMProcessor(ProcessorMixin):
             return templates.get("default") or ""
         return templates.get(chat_template, chat_template)
 
-    def load_video_clip(self, video, num_frames: int, splice_single_frame: str | None = None) -> VideoClip:
-        """A path, folder or URL, a decoded clip, an array/tensor (F, H, W, C) or a list of frames -> a `VideoClip`
-        of uint8 (num_frames, H, W, 3) frames with their times; pre-decoded frames are resampled to `num_frames` with
-        the same sampler, keeping the times of those picked (a clip's `timestamps`; arrays and lists have none)."""
-        if isinstance(video, (str, os.PathLike)):
+    def load_video_clip(
+        self, video, num_frames: int, splice_single_frame: str | None = None, metadata: dict | None = None
+    ) -> VideoClip:
+        """A path, folder, URL, data URL, base64 string or bytes, a decoded clip, an array/tensor (F, H, W, C) or a
+        list of frames -> a `VideoClip` of uint8 (num_frames, H, W, 3) frames with their times; pre-decoded frames are
+        resampled to `num_frames` with the same sampler, keeping the times of those picked (a clip's `timestamps`, or
+        `metadata` as vLLM passes it: `fps` and the source `frames_indices` of the frames given; arrays and lists
+        alone have none)."""
+        if isinstance(video, (str, os.PathLike, bytes, bytearray, memoryview)):
             limits = self.fetch_limits
-            return load_video(video, num_frames, splice_single_frame, backend=self.video_backend, limits=limits)
+            return load_video(
+                video, num_frames, splice_single_frame, self.video_backend, limits, self.max_frame_pixels
+            )
         frames = getattr(video, "frames", video)
         if isinstance(frames, (list, tuple)):
             frames = torch.stack([torch.as_tensor(np.asarray(load_image(f))) for f in frames])
@@ -189,12 +203,13 @@ class FrameLMProcessor(ProcessorMixin):
         wanted = select_frame_indices(total, num_frames, splice_single_frame)
         frames = frames[wanted]
         frames = frames[..., :3] if frames.shape[-1] != 1 else frames.expand(*frames.shape[:3], 3)
-        times = getattr(video, "timestamps", None)
+        times, duration, fps = _metadata_times(metadata, total) if metadata else (None, None, None)
+        times = getattr(video, "timestamps", times)
         if times is not None and len(times) != total:
             raise ValueError(f"a clip of {total} frames came with {len(times)} timestamps; give one per frame")
         timestamps = None if times is None else [float(times[i]) for i in wanted]
-        fps = getattr(video, "fps", None)
-        return VideoClip(frames, timestamps, getattr(video, "duration", None), fps, total, "decoded")
+        fps = getattr(video, "fps", fps)
+        return VideoClip(frames, timestamps, getattr(video, "duration", duration), fps, total, "decoded")
 
     def __call__(self, images=None, text: str | list[str] | None = None, videos=None, audio=None, **kwargs):
         """Tokenize `text` with every `<image>`/`<video>` placeholder expanded, and preprocess the media.
@@ -211,6 +226,7 @@ class FrameLMProcessor(ProcessorMixin):
             raise ValueError("FrameLM reads images, videos and text; it has no audio input: pass no audio")
         merged = self._merged_keywords(kwargs)  # {"text_kwargs": {...}, "images_kwargs": {...}, ...}
         images_kwargs, videos_kwargs = merged["images_kwargs"], merged["videos_kwargs"]
+        metadata = videos_kwargs.pop("video_metadata", None)
         num_frames, splice_single_frame = self._video_sampling(videos_kwargs)
 
         texts = [] if text is None else [text] if isinstance(text, str) else list(text)
@@ -221,13 +237,15 @@ class FrameLMProcessor(ProcessorMixin):
         if image_list:
             loaded = [load_image(image, self.fetch_limits) for image in image_list]
             data["pixel_values"] = self.image_processor(loaded, **images_kwargs)["pixel_values"]
-        clips = [self.load_video_clip(v, num_frames, splice_single_frame) for v in video_list]
+        metadata = _per_video(metadata, len(video_list))
+        pairs = zip(video_list, metadata, strict=True)
+        clips = [self.load_video_clip(v, num_frames, splice_single_frame, m) for v, m in pairs]
         if clips:
-            frames = [self.image_processor.preprocess_frames(clip.frames, **videos_kwargs) for clip in clips]
+            frames = [self.video_processor.preprocess_frames(clip.frames, **videos_kwargs) for clip in clips]
             data["pixel_values_videos"] = torch.stack(frames)
         if texts:
-            video_texts = [self._clip_text(clip, video) for clip, video in zip(clips, video_list, strict=True)]
-            expanded, offsets = self._expand_placeholders(texts, video_texts)
+            video_inputs = {"clips": clips, "videos": video_list}
+            expanded, offsets = self._replace_placeholders(texts, {}, video_inputs)
             encoded = self.tokenizer(expanded, **merged["text_kwargs"])
             data.update(encoded)
             if merged["return_text_replacement_offsets"]:
@@ -243,14 +261,21 @@ class FrameLMProcessor(ProcessorMixin):
         lifted out of the groups: `return_tensors` (pixels are torch; the output type is chosen once) and the two
         return flags that transformers mirrors into text_kwargs."""
         check_keywords(kwargs)
+        # The return flags are read here, not from the merge: transformers before 5.20 keeps them in no group.
+        kwargs = dict(kwargs)
+        text_group = dict(kwargs.get("text_kwargs") or {})
+        flags = {flag: bool(kwargs.pop(flag, None) or text_group.pop(flag, None)) for flag in FLAT_KEYWORDS}
+        if "text_kwargs" in kwargs:
+            kwargs["text_kwargs"] = text_group
         init_kwargs = self.tokenizer.init_kwargs
         merged = self._merge_kwargs(FrameLMProcessingKwargs, tokenizer_init_kwargs=init_kwargs, **kwargs)
+        merged = {group: merged.get(group, {}) for group in GROUPS}
         return_tensors = None
         for group in ("videos_kwargs", "images_kwargs", "text_kwargs"):  # the text group's choice wins
             return_tensors = merged[group].pop("return_tensors", None) or return_tensors
         for flag in FLAT_KEYWORDS:
             merged["text_kwargs"].pop(flag, None)
-        return merged | {"return_tensors": return_tensors}
+        return merged | flags | {"return_tensors": return_tensors}
 
     def _video_sampling(self, videos_kwargs: dict) -> tuple[int, str | None]:
         """(frames per video, splice_single_frame) from the video keywords, which it removes; `do_sample_frames`
@@ -319,26 +344,40 @@ class FrameLMProcessor(ProcessorMixin):
                 )
             raise ValueError(
                 "a video given as decoded frames has no frame times, and this processor writes each frame's time "
-                "(frame_timestamps=True): pass the video's path, or a clip with `timestamps` (one per frame, in "
-                "seconds) and `duration` such as `media_framelm.load_video` returns"
+                "(frame_timestamps=True): pass the video's path, video_metadata={'fps': ..., 'frames_indices': [...]} "
+                "(as vLLM does), or a clip with `timestamps` (one per frame, in seconds) and `duration` such as "
+                "`media_framelm.load_video` returns"
             )
         return self.video_text(len(clip.frames), clip.timestamps, clip.duration)
 
-    def _expand_placeholders(self, texts: list[str], video_texts: list[str]) -> tuple[list[str], list[list[dict]]]:
-        """Replace each `<image>` by its run of tokens and each `<video>` by the next of `video_texts` (one per video,
-        in order of appearance); also return where each replacement landed (the `text_replacement_offsets` that
-        transformers' assistant-mask code uses to realign spans)."""
-        videos = iter(video_texts)
-        replacement = {
-            self.image_token: lambda: ("image", self.image_token * self.tokens_per_image),
-            self.video_token: lambda: ("video", next(videos)),
-        }
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        """The text one `<image>` becomes: `tokens_per_image` image tokens (every image is resized to the tower's
+        input, so all images get the same count)."""
+        return self.image_token * self.tokens_per_image
+
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        """The text the `video_idx`-th `<video>` becomes (`video_text` of its loaded clip: its frames' token runs and,
+        with `frame_timestamps`, their times). `video_inputs` holds the loaded `clips` and the `videos` given."""
+        return self._clip_text(video_inputs["clips"][video_idx], video_inputs["videos"][video_idx])
+
+    def _replace_placeholders(
+        self, texts: list[str], image_inputs: dict, video_inputs: dict
+    ) -> tuple[list[str], list[list[dict]]]:
+        """Replace each `<image>` and `<video>`, in order of appearance, by what `replace_image_token` /
+        `replace_video_token` return; also return where each replacement landed (`text_replacement_offsets`, which
+        vLLM's Transformers backend and transformers' assistant-mask code read)."""
+        counters = {"image": 0, "video": 0}
+        hooks = {"image": self.replace_image_token, "video": self.replace_video_token}
+        inputs = {"image": image_inputs, "video": video_inputs}
+        kinds = {self.image_token: "image", self.video_token: "video"}
         pattern = re.compile(f"{re.escape(self.image_token)}|{re.escape(self.video_token)}")
         expanded, all_offsets = [], []
         for text in texts:
             pieces, offsets, shift, last = [], [], 0, 0
             for match in pattern.finditer(text):
-                kind, run = replacement[match.group()]()
+                kind = kinds[match.group()]
+                run = hooks[kind](inputs[kind], counters[kind])
+                counters[kind] += 1
                 start, end = match.span()
                 pieces += [text[last:start], run]
                 offsets.append(
@@ -354,6 +393,35 @@ class FrameLMProcessor(ProcessorMixin):
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
         """Decode generated ids (B, L) to strings, as the image-text-to-text pipeline expects."""
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+def _per_video(metadata, count: int) -> list[dict | None]:
+    """`video_metadata` (one dict, one per video, or None) -> one entry per video."""
+    if metadata is None:
+        return [None] * count
+    items = [metadata] if isinstance(metadata, dict) or hasattr(metadata, "fps") else list(metadata)
+    if len(items) != count:
+        raise ValueError(f"video_metadata has {len(items)} entries for {count} video(s); give one per video")
+    return items
+
+
+def _metadata_times(metadata, total: int) -> tuple[list[float] | None, float | None, float | None]:
+    """(time of each given frame, duration, fps) from a video's metadata as vLLM and transformers write it: `fps` of
+    the source, `frames_indices` (the source frame each given frame is; all frames when absent) and `duration`."""
+    read = metadata.get if isinstance(metadata, dict) else lambda key, default=None: getattr(metadata, key, default)
+    fps = read("fps")
+    if fps is None or not float(fps) > 0:
+        return None, None, None
+    fps = float(fps)
+    indices = read("frames_indices")
+    indices = list(range(total)) if indices is None else [int(i) for i in indices]
+    if len(indices) != total:
+        raise ValueError(f"video_metadata lists {len(indices)} frames_indices for {total} frames; give one per frame")
+    duration = read("duration")
+    source_frames = read("total_num_frames")
+    if duration is None:
+        duration = (source_frames if source_frames else indices[-1] + 1) / fps
+    return [i / fps for i in indices], float(duration), fps
 
 
 # Saving copies this folder's code beside processor_config.json and writes `auto_map` for both classes.

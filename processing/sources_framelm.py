@@ -96,13 +96,28 @@ def image_source(source: str, limits: FetchLimits) -> tuple[str | io.BytesIO, st
 
 
 @contextmanager
-def local_video_path(source: str, limits: FetchLimits | None) -> Iterator[str]:
-    """A local path for a video `source`: the file or frame folder itself, or a temporary download of a remote
-    file (deleted on exit)."""
+def local_video_path(source: str | bytes, limits: FetchLimits | None) -> Iterator[str]:
+    """A local path for a video `source`: the file or frame folder itself, or a temporary file (deleted on exit)
+    holding a remote file's download or the bytes of a data URL, a base64 string or a bytes object. Errors name
+    inline data by its size, never by its text."""
+    inline, shown = _inline_video_bytes(source)
+    if inline is not None:
+        handle, path = tempfile.mkstemp(prefix="framelm-", suffix=".video")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(inline)
+            try:
+                yield path
+            except ValueError as err:
+                raise ValueError(str(err).replace(path, shown)) from err
+        finally:
+            os.unlink(path)
+        return
     if not is_remote(source):
         path = local_path(source)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"video not found: {path}")
+            shown = path if len(path) <= 200 else f"{path[:60]}... ({len(path)} characters)"
+            raise FileNotFoundError(f"video not found: {shown}")
         if not os.path.isdir(path):
             require_regular_file(path, "video")
         yield path
@@ -112,6 +127,19 @@ def local_video_path(source: str, limits: FetchLimits | None) -> Iterator[str]:
             yield path
         except ValueError as err:  # name the URL, not only the temporary file
             raise ValueError(f"video {redact(source)}: {err}") from err
+
+
+def _inline_video_bytes(source: str | bytes) -> tuple[bytes | None, str]:
+    """(the bytes, how to name them) of a video given inline (bytes, a data URL, base64), else (None, "")."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), f"video of {len(source)} bytes"
+    if source.startswith("data:"):
+        return _data_url_bytes(source), f"video data URL ({source[:32]}...)"
+    if not is_remote(source) and not os.path.lexists(local_path(source)):
+        data = _base64_bytes(source)
+        if data is not None:
+            return data, f"video given as base64 ({len(source)} characters; no file has that name)"
+    return None, ""
 
 
 def require_regular_file(path: str, kind: str) -> None:

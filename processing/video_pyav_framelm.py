@@ -40,9 +40,10 @@ class _PacketIndex:
 
 
 def read_pyav(
-    path: str, choose: Callable[[int], list[int]]
+    path: str, choose: Callable[[int], list[int]], check_size: Callable[[int, int], None] | None = None
 ) -> tuple[dict[int, np.ndarray], list[int], list[float], float, float | None, int]:
     """Decode the frames `choose(total)` picks; returns (frames by index, wanted, timestamps, duration, fps, total).
+    `check_size(width, height)` sees the frame size from the stream header before any frame is decoded.
 
     Times are the frames' presentation timestamps, in seconds from the first frame (variable frame rates included);
     the duration runs from the first frame's start to the last one's end."""
@@ -55,6 +56,8 @@ def read_pyav(
             if not container.streams.video:
                 raise ValueError(f"{path} has no video stream")
             stream = container.streams.video[0]
+            if check_size is not None:
+                check_size(stream.codec_context.width, stream.codec_context.height)
             index = _index_packets(container, stream, path)
             _configure_threads(stream.codec_context, index.first_keyframe)
             wanted = choose(len(index.pts))

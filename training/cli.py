@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "plot": ("sft.plot", "Draw a run's loss curve (and eval loss) as PNG files, from its trainer_state.json."),
     "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
     "generate": ("eval.generate_args", "Batch inference from a NeVA-style prompt jsonl."),
+    "serve": ("serve.serve", "Serve a FrameLM with vLLM's OpenAI-compatible server (images and videos)."),
+    "chat": ("serve.chat", "Chat with a FrameLM in the terminal; /image and /video attach media."),
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
     "export": ("hub.export", "Write a complete Hub folder with weights, remote code, processor and model card."),
     "push": ("hub.push", "Upload an exported folder to the Hugging Face Hub."),

@@ -16,6 +16,7 @@ from framelm.training.model.loading import LM_LORA_TARGETS
 pytestmark = pytest.mark.slow
 
 OUR_CLASS = "modeling_framelm.FrameLMForConditionalGeneration"
+BASE_CLASS = "modeling_framelm.FrameLMModel"  # auto_map.AutoModel: the base model, as LLaVA maps it
 MODEL_CODE = {"configuration_framelm.py", "modeling_framelm.py", "projector_framelm.py", "pipeline_framelm.py"}
 
 
@@ -28,7 +29,7 @@ def free_port() -> int:
 def assert_saved_as_framelm(folder) -> None:
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["FrameLMForConditionalGeneration"]
-    assert set(config["auto_map"].values()) == {"configuration_framelm.FrameLMConfig", OUR_CLASS}
+    assert set(config["auto_map"].values()) == {"configuration_framelm.FrameLMConfig", OUR_CLASS, BASE_CLASS}
     code = {p.name for p in folder.glob("*.py")}
     assert code == MODEL_CODE, code  # ours, all of them, and nothing of the wrapper's (torch's _fsdp_*.py)
 

@@ -81,5 +81,5 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.vision_config.model_type == "clip_vision_model" and loaded.vision_config.patch_size == 14
     assert loaded.text_config.model_type == "llama" and loaded.text_config.hidden_size == 64
     assert loaded.tie_word_embeddings is True  # taken from the LM, which was pretrained tied
-    assert loaded.auto_map["AutoModel"] == "modeling_framelm.FrameLMForConditionalGeneration"
+    assert loaded.auto_map["AutoModel"] == "modeling_framelm.FrameLMModel"  # the base model, as LLaVA maps it
     assert loaded.custom_pipelines["video-text-to-text"]["impl"] == "pipeline_framelm.FrameLMVideoTextToTextPipeline"

@@ -136,7 +136,7 @@ def test_variable_frame_rate_file_uses_its_real_pts(timed, tmp_path):
 def test_decoded_frames_need_their_times(timed):
     _, processor = timed
     frames = torch.zeros(8, 16, 16, 3, dtype=torch.uint8)
-    with pytest.raises(ValueError, match="decoded frames has no frame times.*pass the video's path, or a clip"):
+    with pytest.raises(ValueError, match="decoded frames has no frame times.*pass the video's path, video_metadata="):
         processor(text="<video>", videos=[frames])
     clip = type("Clip", (), {"frames": frames, "timestamps": [i / 2 for i in range(8)], "duration": 4.0})()
     assert prompt_text(processor, clip) == f"[00:04.0 video][00:00.5]{FRAME}[00:01.5]{FRAME}[00:02.5]{FRAME}" + (

@@ -18,11 +18,12 @@ import pytest
 import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil, Siglip2ImageProcessorPil, SiglipImageProcessorPil
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from framelm.processing.image_processing_framelm import SETTINGS, FrameLMImageProcessor
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN = list(OPENAI_CLIP_MEAN)
+CLIP_STD = list(OPENAI_CLIP_STD)
 
 
 def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:

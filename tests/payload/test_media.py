@@ -147,7 +147,7 @@ def test_frame_folder_sorts_numbers_naturally_and_ignores_other_files(tmp_path):
 
 def test_frame_folder_with_bad_fps_names_the_json(make_frame_folder):
     folder = make_frame_folder(fps="fast")
-    with pytest.raises(ValueError, match=r"clip\.json: 'fps' must be a positive number.*'fast'"):
+    with pytest.raises(ValueError, match=r"clip\.json: 'fps' must be a number from 0.001 to 1000.*'fast'"):
         load_video(folder, num_frames=2)
 
 

@@ -3,7 +3,7 @@
 
 import pytest
 import torch
-from transformers import AutoModel, CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModel, AutoModelForImageTextToText, CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
 
 from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
@@ -262,7 +262,7 @@ def test_from_components_loads_both_halves_from_local_folders(tmp_path):
     assert not any(p.is_meta for p in model.parameters())
     # saved and loaded back through the auto classes, the logits are the same
     model.save_pretrained(tmp_path / "framelm")
-    loaded = AutoModel.from_pretrained(tmp_path / "framelm", trust_remote_code=True)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "framelm", trust_remote_code=True)
     input_ids = sequence(5, [config.image_token_id] * 16, 6).unsqueeze(0)
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

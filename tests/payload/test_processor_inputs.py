@@ -169,10 +169,8 @@ def test_image_settings_reach_images_and_video_frames(tiny_processor):
     [
         ({"bogus": 1}, TypeError, r"unexpected keyword `bogus`; it accepts \[.*'num_frames'"),
         ({"images_kwargs": {"do_pad": True}}, TypeError, r"`images_kwargs\['do_pad'\]`"),
-        ({"videos_kwargs": {"video_metadata": {}}}, ValueError, "reads no video metadata"),
         ({"fps": 2}, ValueError, "`fps`: FrameLM samples a fixed number of frames.*pass num_frames=N"),
         ({"videos_kwargs": {"fps": 1.0}}, ValueError, r"`videos_kwargs\['fps'\]`.*num_frames"),
-        ({"do_sample_frames": False}, ValueError, "always samples num_frames frames"),
         ({"common_kwargs": {"num_frames": 2}}, TypeError, r"`common_kwargs\['num_frames'\]`.*\['return_tensors'\]"),
         ({"text_kwargs": "pt"}, TypeError, "`text_kwargs` must be a dict"),
         ({"audio_kwargs": {"sampling_rate": 16000}}, TypeError, r"`audio_kwargs\['sampling_rate'\]`"),

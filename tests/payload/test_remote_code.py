@@ -38,7 +38,7 @@ def test_saved_folder_holds_weights_code_processor_and_template(tiny_model_dir):
     target = "modeling_framelm.FrameLMForConditionalGeneration"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_framelm.FrameLMConfig",
-        "AutoModel": target,
+        "AutoModel": "modeling_framelm.FrameLMModel",  # the base model without the LM head, as LLaVA's
         "AutoModelForImageTextToText": target,
         "AutoModelForMultimodalLM": target,
     }
@@ -72,21 +72,38 @@ def test_auto_classes_load_without_framelm_and_give_the_same_logits(
         media = torch.load({str(tmp_path / "media.pt")!r})
         inputs = processor(text={text!r}, images=[media["image"]], videos=[media["video"]], return_tensors="pt")
         out = {{"config": type(config).__name__, "processor": type(processor).__name__}}
-        for auto in (AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM):
+        for auto in (AutoModelForImageTextToText, AutoModelForMultimodalLM):
             model = auto.from_pretrained(folder, trust_remote_code=True).eval()
             out[auto.__name__] = type(model).__name__
             with torch.no_grad():
                 out["logits_" + auto.__name__] = model(**inputs).logits[0, -1].tolist()
         out["module"] = type(model).__module__
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        out["AutoModel"] = type(base).__name__
+        with torch.no_grad():  # the base model's last hidden state through the head model's lm_head
+            hidden = base(**inputs).last_hidden_state[0, -1]
+            out["logits_AutoModel"] = model.lm_head(hidden).tolist()
+            features = base.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output
+            out["image_features"] = list(features.shape)
+            features = base.get_video_features(inputs["pixel_values_videos"], return_dict=True).pooler_output
+            out["video_features"] = list(features.shape)
         print(json.dumps(out))
         """,
         cwd=tmp_path,
     )
     assert child["config"] == "FrameLMConfig" and child["processor"] == "FrameLMProcessor"
     assert "framelm" not in child["module"].split(".")[0]  # the class came from the saved folder, not the package
-    for auto in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM"):
+    assert child["AutoModel"] == "FrameLMModel"
+    assert child["image_features"] == [1, 16, 64] and child["video_features"] == [1, 4 * 16, 64]
+    for auto in ("AutoModelForImageTextToText", "AutoModelForMultimodalLM"):
         assert child[auto] == "FrameLMForConditionalGeneration"
-        torch.testing.assert_close(torch.tensor(child["logits_" + auto]), expected)
+    expected_raw = expected.clone()
+    for auto in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM"):
+        logits = torch.tensor(child["logits_" + auto])
+        if auto == "AutoModel":  # the raw head: media logits are not suppressed there
+            media = [tiny_model.config.image_token_id, tiny_model.config.video_token_id]
+            logits[media] = float("-inf")
+        torch.testing.assert_close(logits, expected_raw)
 
 
 @pytest.mark.slow

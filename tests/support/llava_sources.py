@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from framelm.training.model.tiny import train_tiny_tokenizer
 
@@ -39,7 +40,7 @@ INTERLEAVE_TEMPLATE = (
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}"
     "{% endfor %}{{'<|im_end|>'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-CLIP_STATS = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+CLIP_STATS = {"image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD)}
 TOWERS = {
     "clip": ("clip_vision_model", CLIP_STATS),
     "siglip": ("siglip_vision_model", {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}),

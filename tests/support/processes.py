@@ -15,14 +15,17 @@ import psutil
 
 
 def run_process(
-    argv: list[str], cwd: str | Path, timeout: float, env: dict | None = None
+    argv: list[str], cwd: str | Path, timeout: float, env: dict | None = None, stdin_text: str | None = None
 ) -> subprocess.CompletedProcess:
-    """Run `argv` in its own session; on timeout kill its process tree (launchers start grandchildren) and fail."""
+    """Run `argv` in its own session (fed `stdin_text` if given); on timeout kill its process tree (launchers start
+    grandchildren) and fail."""
+    stdin = subprocess.PIPE if stdin_text is not None else None
     process = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+        argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        stdout, stderr = process.communicate(input=stdin_text, timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_process_tree(process.pid)
         stdout, stderr = process.communicate()

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from transformers import AutoImageProcessor, PreTrainedModel
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
@@ -21,10 +22,7 @@ logger = logging.getLogger(__name__)
 
 # Preprocessing of towers that ship no preprocessor_config.json, by tower type (their papers' published settings).
 DEFAULT_TOWER_PREPROCESSING = {
-    "clip_vision_model": {
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-    },
+    "clip_vision_model": {"image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD)},
     "siglip_vision_model": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
     "siglip2_vision_model": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
 }

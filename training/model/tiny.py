@@ -79,8 +79,8 @@ def tiny_config(
         "hidden_size": text_hidden_size,
         "intermediate_size": 2 * text_hidden_size,
         "num_hidden_layers": num_layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": text_hidden_size // 32,  # head_dim 32: the least vLLM's CPU attention serves
+        "num_key_value_heads": max(1, text_hidden_size // 64),
         "vocab_size": len(tokenizer),
         "max_position_embeddings": 4096,
         "bos_token_id": None,

@@ -1,0 +1,1 @@
+"""Serving a trained FrameLM: `framelm serve` (vLLM's OpenAI server) and `framelm chat` (a terminal chat)."""
