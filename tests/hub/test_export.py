@@ -95,7 +95,7 @@ def test_export_refuses_an_ambiguous_judge_file_and_a_non_empty_target(trained_d
     )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    assert cli(["export", str(trained_dir), "--out", str(tmp_path / "full")]) == 2
+    assert cli(["export", str(trained_dir), "--out", str(tmp_path / "full")]) == 1
     assert (
         "full holds what `framelm export` did not write (x), which framelm never replaces or deletes: export into a "
         "new folder" in capsys.readouterr().err
