@@ -116,9 +116,12 @@ def _report(err: BaseException, command: str) -> int:
     if error is None:
         raise err
     _close_progress_bars()
-    from framelm.processing.sources_framelm import redact  # only on the error path: --help stays fast
+    line = error.line(command)
+    if ":/" in line or "@" in line:  # a URL's token or signature is never printed (the redactor loads transformers)
+        from framelm.processing.sources_framelm import redact
 
-    print(redact(error.line(command)), file=sys.stderr)  # a data URL's token or signature is never printed
+        line = redact(line)
+    print(line, file=sys.stderr)
     return error.exit_code
 
 

@@ -12,17 +12,13 @@ import argparse
 import sys
 import threading
 
-from framelm.training.errors import OneLineErrors
+from framelm.training.errors import FrameLMParser
 
 COMMANDS = "/image PATH_OR_URL, /video PATH_OR_URL, /reset, /quit"
 
 
-class Parser(OneLineErrors, argparse.ArgumentParser):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="framelm chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FrameLMParser(prog="framelm chat", description=__doc__)
     parser.add_argument("model", help="A FrameLM folder or Hub id.")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy decoding.")

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from framelm.training.errors import OneLineErrors
+from framelm.training.errors import FrameLMParser
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 PROBE_SECONDS = 120
@@ -30,12 +30,8 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "vllm_plugin"
 MEDIA_TOKEN_PROCESSOR = "framelm_vllm:MediaTokenSuppressor"
 
 
-class Parser(OneLineErrors, argparse.ArgumentParser):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="framelm serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FrameLMParser(prog="framelm serve", description=__doc__)
     parser.add_argument("model", help="A FrameLM folder (framelm init/train/export output) or a Hub id.")
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine).")
     parser.add_argument("--port", type=int, default=8000)
