@@ -17,9 +17,17 @@ CARD_HYPERPARAMETERS = (
 
 
 def write_run_record(
-    output_dir: str, script_args, data_args, training_args, model_args, trainer, skipped: int
+    output_dir: str,
+    script_args,
+    data_args,
+    training_args,
+    model_args,
+    trainer,
+    skipped: int,
+    extra: dict | None = None,
 ) -> Path:
-    """`trainer.processing_class` is the processor saved with the model: its `num_frames` is what training used."""
+    """`trainer.processing_class` is the processor saved with the model: its `num_frames` is what training used.
+    `extra`: what a method adds to the record (`framelm dpo`: `method` and its `dpo` settings)."""
     args = training_args.to_dict()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     record = {
@@ -36,7 +44,7 @@ def write_run_record(
             "distributed_type": trainer.accelerator.distributed_type.value,
         },
         "final_train_loss": losses[-1] if losses else None,
-    }
+    } | (extra or {})
     path = Path(output_dir) / RUN_RECORD
     write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
