@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sft.train", "Fine-tune with TRL's SFTTrainer from a YAML recipe (runs under `accelerate launch`)."),
     "dpo": ("dpo.train", "Preference-tune (DPO) on image, video and text pairs with TRL's DPOTrainer."),
     "demo": ("demo.demo", "Generate a synthetic task, train a tiny FrameLM on CPU and report accuracy before/after."),
+    "dpo-demo": ("demo.dpo_demo", "Proof on CPU that `framelm dpo` learns from pixels: image and video pairs."),
     "generate": ("eval.generate", "Batch inference from a NeVA-style prompt jsonl."),
     "judge": ("eval.judge.cli", "Pairwise LLM-as-judge scoring of response files (llava-bench-in-the-wild style)."),
     "export": ("hub.export", "Write a complete Hub folder with weights, remote code, processor and model card."),
