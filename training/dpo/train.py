@@ -11,7 +11,6 @@ Options: ours (`DPOArguments`), the data options (`DataArguments`), every `DPOCo
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 
@@ -80,11 +79,15 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
 
     level = logging.INFO if training_args.should_log else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import_tower_classes(model_args)
     model, processor = load_model_and_processor(script_args, model_args)
     peft_config = peft_config_for(model_args, script_args.stage)
-    # the reference: the adapter disabled under PEFT (TRL's way, no copy); else a frozen copy of the starting model,
-    # made here because TRL would rebuild it from the model's path, without the remote code a FrameLM needs
-    ref_model = None if peft_config is not None else copy.deepcopy(model).eval().requires_grad_(False)
+    # the reference: the adapter disabled under PEFT (TRL's way, no copy); else the starting model loaded once more
+    # and frozen (TRL would rebuild it from the model's path, without the remote code a FrameLM needs; a fresh load,
+    # not a deep copy, so that ZeRO-3 partitions it at load time like the policy)
+    ref_model = None
+    if peft_config is None:
+        ref_model = load_model_and_processor(script_args, model_args)[0].eval().requires_grad_(False)
     set_stage(model, script_args.stage, use_peft=model_args.use_peft)
     with training_args.main_process_first(desc="data preparation"):  # other ranks then read the Arrow cache
         data = prepare_pairs(data_args, processor, training_args.max_length, script_args.eval_dataset,
@@ -114,6 +117,27 @@ def run(script_args, data_args, training_args, model_args, callbacks: list | Non
                     training_args.output_dir, trainer.skipped_before_training,
                     trainer.skipped_in_training)  # fmt: skip
     return trainer
+
+
+def import_tower_classes(model_args) -> None:
+    """Import the vision tower's and the LM's modeling modules before any model is built.
+
+    Under ZeRO-3, models are built inside DeepSpeed's `zero.Init`, which wraps the `__init__` of every module class
+    and, on leaving, puts back the `__init__` it found; a class first imported inside it (transformers imports a
+    model's modules lazily) thus loses what decorators added to its `__init__` after class creation (the `kernels`
+    hub-kernel hooks of Llama's attention), and the second model built (the reference) fails in its first forward.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    from framelm.modeling import FrameLMConfig
+
+    config = FrameLMConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    for sub in (config.vision_config, config.text_config):
+        try:
+            MODEL_MAPPING[type(AutoConfig.for_model(sub.model_type))]
+        except (KeyError, ValueError):  # a tower transformers does not map: nothing to import ahead
+            pass
 
 
 if __name__ == "__main__":

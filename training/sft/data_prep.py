@@ -27,7 +27,7 @@ from framelm.training.batches.layout import BatchLayout
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import kept_turns, measure_lengths, too_long_problem, too_long_problems
 from framelm.training.data.loading import load_samples
-from framelm.training.data.policy import BadRecordsError, apply_bad_record_policy, require_records
+from framelm.training.data.policy import BadRecordsError, DataError, apply_bad_record_policy, require_records
 from framelm.training.data.shards import split_records
 from framelm.training.data.sources import is_shards
 from framelm.training.data.streaming import PolicyGate, stream_samples
@@ -75,6 +75,8 @@ def prepare_datasets(
 def load_for_training(data: DataArguments, processor, max_length: int | None) -> tuple[datasets.Dataset, int]:
     """The records of `data.dataset` that can train, measured; and how many were left out."""
     loaded = load_samples(data)
+    if pairs := [source for source, name in loaded.formats.items() if name == "preference"]:
+        raise DataError(f"{', '.join(pairs)}: preference pairs (chosen/rejected); tune on them with `framelm dpo`")
     dataset = measure_lengths(loaded.dataset, processor, max_length, data.num_proc)
     problems = list(loaded.problems)
     if max_length is not None:
