@@ -3,8 +3,8 @@
     framelm dpo-demo --out dpo_demo_out          # SFT briefly, then DPO; held-out accuracy before/after DPO
     framelm dpo-demo --out dpo_demo_out --quick  # a short run for tests
 
-1. A starting model that answers the demo's questions poorly: `framelm demo --quick`'s short SFT run (a tiny FrameLM
-   from scratch, a minute of `framelm train` on the synthetic task of `data.py`).
+1. A starting model that answers the pairs' questions poorly: `framelm demo --quick`'s short SFT run (a tiny FrameLM
+   from scratch, a minute of `framelm train` on the synthetic task of `data.py`) without its colour questions.
 2. Preference pairs whose chosen and rejected answers can only be told apart by looking: "What colour is the shape?"
    (chosen: the colour shown, rejected: another colour) and "Which way does the shape move?" (chosen: the direction
    the video shows, rejected: another direction), written in TRL's plain preference form and read by `framelm dpo`'s
@@ -24,15 +24,19 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from framelm.training.atomic_write import write_text_atomically
 from framelm.training.demo.data import COLOURS, DIRECTIONS, write_split
 
 PAIR_TYPES = {"colour": ("image", list(COLOURS)), "motion": ("video", list(DIRECTIONS))}  # type -> (modality, answers)
 # training pairs per question type (motion is the harder one to learn from a tower trained for a minute), held-out
 # pairs per type, passes of DPO over the pairs
-FULL = {"pairs": {"colour": 600, "motion": 1800}, "eval": 100, "epochs": 2.0}
+FULL = {"pairs": {"colour": 800, "motion": 2400}, "eval": 100, "epochs": 2.0}
 QUICK = {"pairs": {"colour": 48, "motion": 48}, "eval": 16, "epochs": 1.0}
 TARGET = 0.9  # held-out preference accuracy per modality
-SFT_COUNTS = {"colour": 160, "shape": 160, "motion": 160, "compare": 160, "text": 40}  # `framelm demo --quick`'s
+BEGIN, END = "<!-- dpo-demo:begin -->", "<!-- dpo-demo:end -->"
+# the starting model: `framelm demo --quick`'s SFT run without its colour questions, so that it was never taught to
+# name a colour (it has seen colours only in the compare questions' yes/no) and has seen motion for a minute only
+SFT_COUNTS = {"colour": 0, "shape": 160, "motion": 160, "compare": 160, "text": 40}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Training pairs of each question type.",
     )
     parser.add_argument("--epochs", type=float, default=None, help="Passes of DPO over the pairs.")
-    parser.add_argument("--learning-rate", type=float, default=2e-4, help="DPO learning rate.")
+    parser.add_argument("--learning-rate", type=float, default=3e-4, help="DPO learning rate.")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta.")
     parser.add_argument(
         "--sft-weight",
@@ -59,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Weight of TRL's `sft` loss (the chosen answer's NLL) beside `sigmoid`; 0: plain DPO.",
     )
     parser.add_argument("--sft-epochs", type=float, default=3.0, help="Passes of the starting SFT run.")
+    parser.add_argument("--write-readme", metavar="README",
+                        help="Write this run's table between the dpo-demo markers of README.")  # fmt: skip
     return parser
 
 
@@ -110,7 +116,6 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from transformers import set_seed
 
-    from framelm.training.atomic_write import write_text_atomically
     from framelm.training.demo.demo import DEMO_MODEL, PhaseTimer
     from framelm.training.dpo.train import parse_args as dpo_args
     from framelm.training.dpo.train import run as dpo_run
@@ -172,7 +177,10 @@ def main(argv: list[str]) -> int:
                "machine": env_report()}  # fmt: skip
     save_framelm(trainer.model, processor, out)
     write_text_atomically(out / "dpo_demo_metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print(table(metrics))
+    print(render(metrics))
+    if args.write_readme:
+        write_readme(metrics, args.write_readme)
+        print(f"DPO demo table written to {args.write_readme}")
     return 0
 
 
@@ -188,11 +196,34 @@ def _scores(model, processor, pairs_file: Path, records: list[dict]) -> dict[str
     }
 
 
-def table(metrics: dict) -> str:
-    """A markdown table: preference and answer accuracy per modality, before and after DPO."""
-    rows = ["| held-out | preference acc. before | after | answer acc. before | after |", "|---|---|---|---|---|"]
+def render(metrics: dict) -> str:
+    """A markdown table (preference and answer accuracy per modality, before and after DPO), then the run's facts."""
+    rows = ["| held-out pairs | preference acc. before | after | answer acc. before | after |", "|" + "---|" * 5]
     for name, after in metrics["after"].items():
         before = metrics["before"][name]
         rows.append(f"| {name} | {before['preference_accuracy']:.0%} | {after['preference_accuracy']:.0%} | "
                     f"{before['answer_accuracy']:.0%} | {after['answer_accuracy']:.0%} |")  # fmt: skip
-    return "\n".join(rows)
+    pairs = ", ".join(f"{count:,} {kind}" for kind, count in metrics["train_pairs"].items())
+    dpo = metrics["dpo"]
+    facts = (
+        f"{metrics['mode']} run: {pairs} training pairs, {metrics['dpo_steps']:,} DPO steps (loss {dpo['loss']}, "
+        f"beta {dpo['beta']}, learning rate {dpo['learning_rate']}), {metrics['seconds']:,.0f} s in all ("
+        + ", ".join(f"{name} {seconds:,.0f} s" for name, seconds in metrics["phases"].items())
+        + f"), load average {metrics['load_average_at_start'][0]:.1f} at the start and "
+        f"{metrics['load_average_at_end'][0]:.1f} at the end (a shared machine)"
+    )
+    machine = metrics.get("machine")
+    if machine:
+        versions = ", ".join(f"{name} {machine[name]}" for name in ("torch", "transformers", "trl") if name in machine)
+        facts += f", on {machine['devices']}; {versions}"
+    return "\n".join(rows) + f"\n\n{facts}.\n"
+
+
+def write_readme(metrics: dict, readme: str | Path) -> None:
+    """Replace the table between the dpo-demo markers of `readme`."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to write the DPO demo table between")
+    head, rest = text.split(BEGIN, 1)
+    write_text_atomically(readme, f"{head}{BEGIN}\n{render(metrics)}{END}{rest.split(END, 1)[1]}")
