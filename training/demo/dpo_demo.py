@@ -4,7 +4,7 @@
     framelm dpo-demo --out dpo_demo_out --quick  # a short run for tests
 
 1. A starting model that answers the pairs' questions poorly: `framelm demo --quick`'s short SFT run (a tiny FrameLM
-   from scratch, a minute of `framelm train` on the synthetic task of `data.py`) without its colour questions.
+   from scratch, a minute of `framelm train` on the synthetic task of `data.py`).
 2. Preference pairs whose chosen and rejected answers can only be told apart by looking: "What colour is the shape?"
    (chosen: the colour shown, rejected: another colour) and "Which way does the shape move?" (chosen: the direction
    the video shows, rejected: another direction), written in TRL's plain preference form and read by `framelm dpo`'s
@@ -30,13 +30,14 @@ from framelm.training.demo.data import COLOURS, DIRECTIONS, write_split
 PAIR_TYPES = {"colour": ("image", list(COLOURS)), "motion": ("video", list(DIRECTIONS))}  # type -> (modality, answers)
 # training pairs per question type (motion is the harder one to learn from a tower trained for a minute), held-out
 # pairs per type, passes of DPO over the pairs
-FULL = {"pairs": {"colour": 800, "motion": 2400}, "eval": 100, "epochs": 2.0}
+FULL = {"pairs": {"colour": 400, "motion": 2400}, "eval": 100, "epochs": 2.0}
 QUICK = {"pairs": {"colour": 48, "motion": 48}, "eval": 16, "epochs": 1.0}
 TARGET = 0.9  # held-out preference accuracy per modality
 BEGIN, END = "<!-- dpo-demo:begin -->", "<!-- dpo-demo:end -->"
-# the starting model: `framelm demo --quick`'s SFT run without its colour questions, so that it was never taught to
-# name a colour (it has seen colours only in the compare questions' yes/no) and has seen motion for a minute only
-SFT_COUNTS = {"colour": 0, "shape": 160, "motion": 160, "compare": 160, "text": 40}
+# the starting model: `framelm demo --quick`'s SFT run (about a minute). Without its colour questions (colour 0) the
+# start never names a colour (47% / 0% on colour pairs) and DPO still ends at 100% / 100% on them, but the tower,
+# trained on fewer records, then learnt motion on one run of one (60%), so the default keeps the quick demo's counts
+SFT_COUNTS = {"colour": 160, "shape": 160, "motion": 160, "compare": 160, "text": 40}
 
 
 def build_parser() -> argparse.ArgumentParser:
