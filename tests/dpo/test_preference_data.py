@@ -177,3 +177,52 @@ def test_collator_bad_record_policy(tmp_path, pair_media, tiny_processor):
     assert batch["input_ids"].shape[0] == 2 and batch[SKIPPED_KEY].tolist() == [1, 0]
     batch = PreferenceCollator(tiny_processor, bad_records="skip")(rows[1:])  # nothing left: nothing to learn
     assert batch["input_ids"].shape[0] == 2 and not batch["completion_mask"].any()
+
+
+def png(colour) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 24), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("form", ["parquet", "save_to_disk", "mixture"])
+def test_trl_vision_pairs_with_embedded_images_from_tables_folders_and_mixtures(tmp_path, tiny_processor, form):
+    """TRL's own vision preference layout: `images` a list of `datasets.Image` (bytes inside the data), frame lists
+    (one video = its frames) of embedded images too, from a parquet file, a `save_to_disk` folder or a mixture."""
+    import datasets
+
+    features = datasets.Features({
+        "prompt": datasets.List({"role": datasets.Value("string"),
+                                 "content": datasets.List({"type": datasets.Value("string"),
+                                                           "text": datasets.Value("string")})}),
+        "chosen": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        "rejected": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        "images": datasets.List(datasets.Image()),
+    })  # fmt: skip
+    colours = {"red": (255, 0, 0), "blue": (0, 0, 255)}
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "image", "text": None},
+                                                     {"type": "text", "text": "What colour?"}]}],
+             "chosen": [{"role": "assistant", "content": name}],
+             "rejected": [{"role": "assistant", "content": "green"}], "images": [{"bytes": png(rgb), "path": None}]}
+            for name, rgb in colours.items()]  # fmt: skip
+    table = datasets.Dataset.from_list(rows, features=features)
+    if form == "parquet":
+        table.to_parquet(tmp_path / "pairs.parquet")
+        source = tmp_path / "pairs.parquet"
+    else:
+        table.save_to_disk(tmp_path / "saved")
+        source = tmp_path / "saved"
+    if form == "mixture":
+        (tmp_path / "mix.yaml").write_text(f"datasets:\n  - json_path: {source}\n    sampling_strategy: all\n")
+        source = tmp_path / "mix.yaml"
+    pairs, skipped = load_pairs(DataArguments(dataset=str(source)), tiny_processor, 256)
+    assert skipped == 0 and len(pairs) == 2
+    assert [m[0]["bytes"] for m in pairs["media"]] == [png(rgb) for rgb in colours.values()]
+    batch = PreferenceCollator(tiny_processor)(list(pairs))
+    texts = [trained_text(tiny_processor.tokenizer, batch, row) for row in range(4)]
+    assert texts == ["red<|im_end|>", "blue<|im_end|>", "green<|im_end|>", "green<|im_end|>"]
+    assert batch["pixel_values"].shape[0] == 4
