@@ -150,3 +150,16 @@ def test_cli_and_launcher(tiny_model_dir, image_pairs, tmp_path, capsys):
                                 {}, module="framelm.training.dpo.train")  # fmt: skip
     module = command.index("framelm.training.dpo.train")
     assert command[module - 1] == "-m" and command[module + 1 :] == ["--beta", "0.2", "--ddp_backend", "gloo"]
+
+
+def test_precomputed_reference_log_probs_are_the_starting_models(tiny_model_dir, video_pairs, tmp_path):
+    from framelm.modeling import FrameLMForConditionalGeneration
+
+    trainer = run(*dpo_args(tiny_model_dir, video_pairs, tmp_path / "out", "--precompute_ref_log_probs", "true"))
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    rows = list(trainer.train_dataset)
+    assert all("ref_chosen_logps" in row and "ref_rejected_logps" in row for row in rows)
+    start = FrameLMForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    batch = trainer.data_collator(rows)
+    torch.testing.assert_close(torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]),
+                               sequence_log_probs(start, batch).float(), rtol=1e-5, atol=1e-4)  # fmt: skip
