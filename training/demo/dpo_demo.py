@@ -35,8 +35,9 @@ QUICK = {"pairs": {"colour": 48, "motion": 48}, "eval": 16, "epochs": 1.0}
 TARGET = 0.9  # held-out preference accuracy per modality
 BEGIN, END = "<!-- dpo-demo:begin -->", "<!-- dpo-demo:end -->"
 # the starting model: `framelm demo --quick`'s SFT run (about a minute). Without its colour questions (colour 0) the
-# start never names a colour (47% / 0% on colour pairs) and DPO still ends at 100% / 100% on them, but the tower,
-# trained on fewer records, then learnt motion on one run of one (60%), so the default keeps the quick demo's counts
+# start never names a colour (47% / 0% on colour pairs) and DPO still ended at 100% / 100% on them, but the tower,
+# trained on fewer records, then did not learn motion (60%, at learning rate 3e-4): the default keeps the quick demo's
+# counts. Measured at the defaults: motion 55% -> 100% (seed 0) and 42% -> 94% (seed 1) held-out preference accuracy
 SFT_COUNTS = {"colour": 160, "shape": 160, "motion": 160, "compare": 160, "text": 40}
 
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Training pairs of each question type.",
     )
     parser.add_argument("--epochs", type=float, default=None, help="Passes of DPO over the pairs.")
-    parser.add_argument("--learning-rate", type=float, default=3e-4, help="DPO learning rate.")
+    parser.add_argument("--learning-rate", type=float, default=5e-4, help="DPO learning rate.")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta.")
     parser.add_argument(
         "--sft-weight",
