@@ -37,7 +37,8 @@ BEGIN, END = "<!-- dpo-demo:begin -->", "<!-- dpo-demo:end -->"
 # the starting model: `framelm demo --quick`'s SFT run (about a minute). Without its colour questions (colour 0) the
 # start never names a colour (47% / 0% on colour pairs) and DPO still ended at 100% / 100% on them, but the tower,
 # trained on fewer records, then did not learn motion (60%, at learning rate 3e-4): the default keeps the quick demo's
-# counts. Measured at the defaults: motion 55% -> 100% (seed 0) and 42% -> 94% (seed 1) held-out preference accuracy
+# counts. Measured at the defaults: motion 55% -> 100% (seed 0), 42% -> 94% (seed 1) and 41% -> 60% (seed 2)
+# held-out preference accuracy; colour 100%, 100%, 99%
 SFT_COUNTS = {"colour": 160, "shape": 160, "motion": 160, "compare": 160, "text": 40}
 
 
