@@ -99,7 +99,7 @@ def assert_one_line(result: subprocess.CompletedProcess, line: str, code: int) -
 
 
 def test_a_missing_or_malformed_recipe_is_one_line(tmp_path):
-    from framelm.training.sft.recipes import shipped_recipes
+    from framelm.training.recipe import shipped_recipes
 
     shipped = ", ".join(shipped_recipes())
     result = framelm("train", "--config", "missing.yaml", cwd=tmp_path)

@@ -16,7 +16,7 @@ import pytest
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 PACKAGE = "framelm.training"
 LAYERS = {  # room -> layer; a root module is its own room
-    "errors": 0, "env": 0, "atomic_write": 0, "run_record": 0, "launch": 0,
+    "errors": 0, "env": 0, "atomic_write": 0, "run_record": 0, "launch": 0, "recipe": 0,
     "data": 1,
     "model": 2,
     "batches": 3,

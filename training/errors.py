@@ -206,7 +206,3 @@ class FrameLMParser(argparse.ArgumentParser):
             parts.append(f"{key!r}" + (f" ({hint})" if hint else ""))
         raise UsageError(f"{where}: unknown key{'s' if len(parts) > 1 else ''} {', '.join(parts)}",
                          f"see `{self.prog} --help` for the option names")  # fmt: skip
-
-
-# kept for code written against the previous name
-OneLineErrors = FrameLMParser

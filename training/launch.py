@@ -55,9 +55,9 @@ class LaunchArguments:
         return any(value is not None for value in asdict(self).values())
 
 
-def launch_if_asked(argv: list[str]) -> int | None:
-    """Run `framelm train` under `accelerate launch` when launcher options are given and return its exit code;
-    return None when none are given, so that the caller trains in this process."""
+def launch_if_asked(argv: list[str], module: str = "framelm.training.sft.train") -> int | None:
+    """Run `module` (`framelm train`'s by default) under `accelerate launch` when launcher options are given and
+    return its exit code; return None when none are given, so that the caller trains in this process."""
     parser = _parser()
     options, training_argv = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
     if "-h" in argv or "--help" in argv:
@@ -70,13 +70,17 @@ def launch_if_asked(argv: list[str]) -> int | None:
             "this process was already started by a launcher (accelerate launch or torchrun): pass "
             "--accelerate_config/--num_processes/machine options either to `framelm train` alone or to the launcher"
         )
-    command, env = launch_command(options, training_argv, _local_accelerators(), dict(os.environ))
+    command, env = launch_command(options, training_argv, _local_accelerators(), dict(os.environ), module)
     print(f"framelm train: starting {shlex.join(command)}", file=sys.stderr, flush=True)
     return subprocess.call(command, env=env)
 
 
 def launch_command(
-    options: LaunchArguments, training_argv: list[str], accelerators: int, env: dict[str, str]
+    options: LaunchArguments,
+    training_argv: list[str],
+    accelerators: int,
+    env: dict[str, str],
+    module: str = "framelm.training.sft.train",
 ) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command line and its environment, from this one's (`env`) and the number of GPUs (or
     other accelerators) on this machine."""
@@ -93,7 +97,7 @@ def launch_command(
     if not accelerators:
         cpu_launch, cpu_training, env = cpu_settings(_distributed_type(config), training_argv, env)
         launch, training_argv = launch + cpu_launch, training_argv + cpu_training
-    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "framelm.training.sft.train"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", module]
     return command + training_argv, env
 
 

@@ -18,16 +18,26 @@ CARD_HYPERPARAMETERS = (
 
 
 def write_run_record(
-    output_dir: str, script_args, data_args, training_args, model_args, trainer, skipped: int
+    output_dir: str,
+    script_args,
+    data_args,
+    training_args,
+    model_args,
+    trainer,
+    skipped: int,
+    extra: dict | None = None,
 ) -> Path:
-    """`trainer.processing_class` is the processor saved with the model: its `num_frames` is what training used."""
-    record = run_record(script_args, data_args, training_args, model_args, trainer, skipped)
+    """`trainer.processing_class` is the processor saved with the model: its `num_frames` is what training used.
+    `extra`: what a method adds to the record (`framelm dpo`: `method` and its `dpo` settings)."""
+    record = run_record(script_args, data_args, training_args, model_args, trainer, skipped, extra)
     path = Path(output_dir) / RUN_RECORD
     write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
-def run_record(script_args, data_args, training_args, model_args, trainer, skipped: int) -> dict:
+def run_record(
+    script_args, data_args, training_args, model_args, trainer, skipped: int, extra: dict | None = None
+) -> dict:
     """The record as it stands (also at a checkpoint, for the card written there)."""
     args = training_args.to_dict()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -45,7 +55,7 @@ def run_record(script_args, data_args, training_args, model_args, trainer, skipp
             "distributed_type": trainer.accelerator.distributed_type.value,
         },
         "final_train_loss": losses[-1] if losses else None,
-    }
+    } | (extra or {})
     return record
 
 

@@ -86,7 +86,8 @@ def test_skip_trains_past_a_corrupt_video_with_two_workers_and_strict_stops_nami
     argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(llava_data), "--num_train_epochs", "1",
             "--per_device_train_batch_size", "1", "--dataloader_num_workers", "2", "--report_to", "none",
             "--save_strategy", "no", "--logging_steps", "1", "--activation_checkpointing", "false"]  # fmt: skip
-    trainer = run(*parse_args([*argv, "--output_dir", str(tmp_path / "skip"), "--bad_records", "skip"]))
+    trainer = run(*parse_args([*argv, "--output_dir", str(tmp_path / "skip"), "--bad_records", "skip",
+                               "--max_bad_fraction", "0.5"]))  # fmt: skip
     assert trainer.state.global_step == 7  # every record had its step: the bad one's trained nothing
     assert trainer.skipped_in_training == 1 and trainer.state.log_history[-2]["skipped_records"] == 1
     assert json.loads((tmp_path / "skip" / "framelm_run.json").read_text())["skipped_records"] == 1

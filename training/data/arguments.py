@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-DataFormat = Literal["auto", "llava", "lmms", "sharegpt"]
+DataFormat = Literal["auto", "llava", "lmms", "sharegpt", "preference"]
 BadRecordPolicy = Literal["strict", "skip"]
 BAD_RECORD_POLICIES: tuple[str, ...] = get_args(BadRecordPolicy)
 

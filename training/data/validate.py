@@ -116,7 +116,11 @@ def validate(
     found = [(-1 - i, problem) for i, problem in enumerate(loaded.problems)]
     if check_media:
         found += media_problems(loaded, media, num_workers=data.num_proc)
-    if max_length is not None:
+    if max_length is not None and "preference" in loaded.formats.values():  # pairs train whole, or not at all
+        from framelm.training.data.formats.preference_lengths import pair_length_problems
+
+        found += pair_length_problems(loaded.dataset, processor, max_length, data.num_proc)
+    elif max_length is not None:
         measured = measure_lengths(loaded.dataset, processor, max_length, data.num_proc)
         found += too_long_problems(measured, max_length)
         report.truncated = truncation_counts(measured)[0]

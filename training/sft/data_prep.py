@@ -28,7 +28,7 @@ from framelm.training.data.arguments import DataArguments
 from framelm.training.data.budget import kept_turns, measure_lengths, too_long_problem, too_long_problems
 from framelm.training.data.loading import load_samples
 from framelm.training.data.media_exists import check_media_exist, require_within_budget
-from framelm.training.data.policy import BadRecordsError, apply_bad_record_policy, require_records
+from framelm.training.data.policy import BadRecordsError, DataError, apply_bad_record_policy, require_records
 from framelm.training.data.shards import split_records
 from framelm.training.data.sources import is_shards
 from framelm.training.data.streaming import PolicyGate, stream_samples
@@ -76,6 +76,8 @@ def prepare_datasets(
 def load_for_training(data: DataArguments, processor, max_length: int | None) -> tuple[datasets.Dataset, int]:
     """The records of `data.dataset` that can train, measured; and how many were left out."""
     loaded = load_samples(data)
+    if pairs := [source for source, name in loaded.formats.items() if name == "preference"]:
+        raise DataError(f"{', '.join(pairs)}: preference pairs (chosen/rejected); tune on them with `framelm dpo`")
     present, missing = check_media_exist(loaded.dataset, data.dataset, data.max_bad_fraction, data.bad_records)
     dataset = measure_lengths(present, processor, max_length, data.num_proc)
     problems = list(loaded.problems) + missing

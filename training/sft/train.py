@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     """Errors are `FrameLMError`s, printed as one line by `framelm` (cli.main, or `run_command` when launched)."""
     from framelm.training.launch import launch_if_asked
+    from framelm.training.recipe import check_recipe
 
     argv = sys.argv[1:] if argv is None else argv
     if (exit_code := launch_if_asked(argv)) is not None:  # --accelerate_config, --num_processes: re-run launched
@@ -34,24 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_recipe(argv: list[str]) -> None:
-    """A missing or malformed `--config` is reported before trl and torch load (seconds, and their log noise)."""
-    from framelm.training.sft.recipes import read_recipe
-
-    for at, word in enumerate(argv):
-        if word == "--config" and at + 1 < len(argv):
-            read_recipe(argv[at + 1])
-        elif word.startswith("--config="):
-            read_recipe(word.split("=", 1)[1])
-
-
 def build_parser():
     """`TrlParser` over our options, the data options, `SFTConfig` and `ModelConfig`; errors are one line."""
     from trl import ModelConfig, TrlParser
 
     from framelm.training.data.arguments import DataArguments
+    from framelm.training.recipe import RecipeParser
     from framelm.training.sft.arguments import FrameLMArguments, FrameLMSFTConfig
-    from framelm.training.sft.recipes import RecipeParser
 
     class TrainParser(RecipeParser, TrlParser):
         pass

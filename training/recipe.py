@@ -8,7 +8,7 @@ from pathlib import Path
 
 from framelm.training.errors import FrameLMParser, InputError, UsageError, did_you_mean
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 def shipped_recipes() -> list[str]:
@@ -87,3 +87,12 @@ class RecipeParser(FrameLMParser):
         if rest:
             self.error(f"unrecognized arguments: {' '.join(rest)}")
         return tuple(parsed)
+
+
+def check_recipe(argv: list[str]) -> None:
+    """A missing or malformed `--config` is reported before trl and torch load (seconds, and their log noise)."""
+    for at, word in enumerate(argv):
+        if word == "--config" and at + 1 < len(argv):
+            read_recipe(argv[at + 1])
+        elif word.startswith("--config="):
+            read_recipe(word.split("=", 1)[1])
