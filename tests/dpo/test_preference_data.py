@@ -226,3 +226,17 @@ def test_trl_vision_pairs_with_embedded_images_from_tables_folders_and_mixtures(
     texts = [trained_text(tiny_processor.tokenizer, batch, row) for row in range(4)]
     assert texts == ["red<|im_end|>", "blue<|im_end|>", "green<|im_end|>", "green<|im_end|>"]
     assert batch["pixel_values"].shape[0] == 4
+
+
+def test_a_wrong_media_folder_stops_dpo_before_any_pair_is_measured(tmp_path, pair_media, tiny_processor):
+    """The SFT pre-flight rule: every local media file is stat-ed first; past --max_bad_fraction nothing trains."""
+    (tmp_path / "sub").mkdir()
+    path = write_jsonl(
+        tmp_path / "sub" / "pairs.jsonl", [dict(SAME_PAIR_FORMS["trl_plain"], id=str(n)) for n in range(4)]
+    )
+    with pytest.raises(BadRecordsError, match=r"4 of 4 records \(100%\) cannot be used \(missing media files, "
+                       r"first .*pairs.jsonl:1: media file .*sub/red.png does not exist\), more than "
+                       r"--max_bad_fraction 0.01; nothing was trained"):  # fmt: skip
+        load_pairs(DataArguments(dataset=str(path), bad_records="skip"), tiny_processor, 256)
+    pairs, skipped = load_pairs(DataArguments(dataset=str(path), image_folder=str(tmp_path)), tiny_processor, 256)
+    assert (len(pairs), skipped) == (4, 0)

@@ -17,6 +17,7 @@ import numpy as np
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.formats.preference_lengths import pair_length_problems
 from framelm.training.data.loading import load_samples
+from framelm.training.data.media_exists import check_media_exist, require_within_budget
 from framelm.training.data.policy import DataError, apply_bad_record_policy, require_records
 from framelm.training.dpo.collator import PreferenceCollator
 
@@ -69,7 +70,9 @@ def load_pairs(data: DataArguments, processor, max_length: int | None) -> tuple[
             "answers (TRL's prompt/chosen/rejected, or LLaMA-Factory's conversations/chosen/rejected). Train "
             "conversations with `framelm train`, or pass --data_format preference to see what each record lacks"
         )
-    dataset, problems = loaded.dataset, list(loaded.problems)
+    # every local media file exists (a stat each), before any pair is measured: a wrong media folder stops here
+    dataset, missing = check_media_exist(loaded.dataset, data.dataset, data.max_bad_fraction, data.bad_records)
+    problems = list(loaded.problems) + missing
     if max_length is not None and len(dataset):
         too_long = pair_length_problems(dataset, processor, max_length, data.num_proc)
         problems += [problem for _, problem in too_long]
@@ -77,6 +80,8 @@ def load_pairs(data: DataArguments, processor, max_length: int | None) -> tuple[
             dataset = dataset.select(np.setdiff1d(np.arange(len(dataset)), [row for row, _ in too_long]))
     apply_bad_record_policy(problems, loaded.total, data.dataset, data.bad_records, skip_flag="--bad_records skip")
     require_records(len(dataset), loaded.total, data.dataset)
+    cause = ", ".join(sorted({problem.kind for problem in problems}))
+    require_within_budget(len(problems), loaded.total, data.dataset, data.max_bad_fraction, cause)
     logger.info("%s: %d records read, %d pairs used, %d skipped", data.dataset, loaded.total, len(dataset),
                 len(problems))  # fmt: skip
     return dataset, len(problems)
