@@ -364,8 +364,10 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         of the batch in order of appearance; `labels` use -100 for positions without loss (`<image>`/`<video>`
         targets are set to -100 before this runs, see `_media_free_labels`).
 
-        At inference (not training, no labels) the logits of `<image>` and `<video>` are -inf: a model never emits a
-        placeholder, whatever the sampler or the generation config it is driven with."""
+        At inference (not training, no labels) the logits of `<image>` and `<video>` are the dtype's lowest value: a
+        model never emits a placeholder, whatever the sampler or the generation config it is driven with. Not -inf:
+        a scorer that gathers log-probs at every position and masks the prompt (TRL's DPO reference) would turn
+        -inf * 0 into NaN at the placeholder positions."""
         cache = _cache_of(cache, kwargs)
         kwargs.pop("return_dict", None)  # always a ModelOutput: GenerationMixin and Trainer read fields by name
         outputs = self.model(
@@ -384,7 +386,7 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden[:, keep, :])
         if not self.training and labels is None:
             media_ids = [i for i in (self.config.image_token_id, self.config.video_token_id) if i is not None]
-            logits[..., media_ids] = float("-inf")
+            logits[..., media_ids] = torch.finfo(logits.dtype).min
         loss = None
         if labels is not None:
             loss = self.loss_function(

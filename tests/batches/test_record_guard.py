@@ -77,7 +77,8 @@ def test_two_workers_bring_every_count_to_the_main_process(tiny_processor, rows)
 def test_skip_trains_past_a_corrupt_video_with_two_workers_and_strict_stops_naming_it(
     tiny_model_dir, llava_data, tmp_path, capsys
 ):
-    from framelm.training.sft.train import main, parse_args, run
+    from framelm.training.cli import main as cli
+    from framelm.training.sft.train import parse_args, run
 
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing a decoder can use")
     with llava_data.open("a") as f:  # validate's structure check passes: the file exists, the counts match
@@ -91,9 +92,9 @@ def test_skip_trains_past_a_corrupt_video_with_two_workers_and_strict_stops_nami
     assert trainer.state.global_step == 7  # every record had its step: the bad one's trained nothing
     assert trainer.skipped_in_training == 1 and trainer.state.log_history[-2]["skipped_records"] == 1
     assert json.loads((tmp_path / "skip" / "framelm_run.json").read_text())["skipped_records"] == 1
-    assert main([*argv, "--output_dir", str(tmp_path / "strict")]) == 1
+    assert cli(["train", *argv, "--output_dir", str(tmp_path / "strict")]) == 1
     err = capsys.readouterr().err
-    assert f"framelm train: {llava_data}:7 (id=broken): cannot decode video {tmp_path / 'broken.mp4'}" in err
+    assert f"framelm train: error: {llava_data}:7 (id=broken): cannot decode video {tmp_path / 'broken.mp4'}" in err
 
 
 def test_skip_inside_packed_rows_drops_only_the_bad_samples(tiny_processor, rows):

@@ -340,7 +340,7 @@ def test_framelm_train_refuses_then_skips_the_hostile_records(hostile, tiny_mode
     with pytest.raises(ValueError, match=r"10 of 13 records cannot be used:\n.*data.jsonl:4 \(id=file-url-outside\)"):
         run(*parse_args(argv))
     with watching_opens() as watch:
-        trainer = run(*parse_args([*argv, "--bad_records", "skip"]))
+        trainer = run(*parse_args([*argv, "--bad_records", "skip", "--max_bad_fraction", "0.8"]))
     assert sorted(trainer.train_dataset["id"]) == sorted(GOOD)
     assert json.loads((out / "framelm_run.json").read_text())["skipped_records"] == 10
     assert secret_opened(watch.opened, hostile["outside"]) == []
