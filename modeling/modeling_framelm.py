@@ -346,6 +346,12 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
 
+    def prepare_inputs_for_generation(self, *args, **kwargs) -> dict:
+        """`generate`'s inputs for one step, marked so that `forward` masks the media placeholders (below)."""
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        inputs["suppress_media_tokens"] = True
+        return inputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -358,16 +364,17 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        suppress_media_tokens: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`pixel_values` (N_img, C, H, W) and `pixel_values_videos` (N_vid, F, C, H, W) hold every image and video
         of the batch in order of appearance; `labels` use -100 for positions without loss (`<image>`/`<video>`
         targets are set to -100 before this runs, see `_media_free_labels`).
 
-        At inference (not training, no labels) the logits of `<image>` and `<video>` are the dtype's lowest value: a
-        model never emits a placeholder, whatever the sampler or the generation config it is driven with. Not -inf:
-        a scorer that gathers log-probs at every position and masks the prompt (TRL's DPO reference) would turn
-        -inf * 0 into NaN at the placeholder positions."""
+        In `generate` (`suppress_media_tokens`, set by `prepare_inputs_for_generation`) the logits of `<image>` and
+        `<video>` are -inf: a model never emits a placeholder, whatever the sampler or the generation config it is
+        driven with. Any other forward returns the true logits, so that log-probs scored outside `generate` (TRL's
+        DPO reference, an evaluation harness) are the model's own, the same in train and eval mode."""
         cache = _cache_of(cache, kwargs)
         kwargs.pop("return_dict", None)  # always a ModelOutput: GenerationMixin and Trainer read fields by name
         outputs = self.model(
@@ -384,9 +391,9 @@ class FrameLMForConditionalGeneration(FrameLMPreTrainedModel, GenerationMixin):
         hidden = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep, :])
-        if not self.training and labels is None:
+        if suppress_media_tokens:
             media_ids = [i for i in (self.config.image_token_id, self.config.video_token_id) if i is not None]
-            logits[..., media_ids] = torch.finfo(logits.dtype).min
+            logits[..., media_ids] = float("-inf")
         loss = None
         if labels is not None:
             loss = self.loss_function(

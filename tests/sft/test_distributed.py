@@ -154,7 +154,9 @@ def test_fsdp2_gradients_equal_one_process_with_a_text_rank_and_a_video_rank(
     from framelm.training.sft.data_prep import prepare_datasets
 
     data = prepare_datasets(
-        DataArguments(dataset=str(two_records), bad_records="skip"), tiny_processor, max_length=None
+        DataArguments(dataset=str(two_records), bad_records="skip", max_bad_fraction=0.5),
+        tiny_processor,
+        max_length=None,
     )
     batches = [data.collator([row]) for row in data.train]  # rank 0: the text record, rank 1: the video record
     assert "pixel_values_videos" not in batches[0] and "pixel_values_videos" in batches[1]
