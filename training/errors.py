@@ -152,7 +152,8 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if "%(default)" in text or "default" in text.lower():
             return text
-        if action.default in (None, False, argparse.SUPPRESS) or action.option_strings == [] and action.nargs:
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if no_default or action.option_strings == [] and action.nargs:  # `is`: a default of 0 is still shown
             return text
         if isinstance(action, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction):
             return text

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from framelm.training.atomic_write import write_text_atomically
 from framelm.training.demo.data import COLOURS, DIRECTIONS, write_split
+from framelm.training.errors import FrameLMParser
 
 PAIR_TYPES = {"colour": ("image", list(COLOURS)), "motion": ("video", list(DIRECTIONS))}  # type -> (modality, answers)
 # training pairs per question type (motion is the harder one to learn from a tower trained for a minute), held-out
@@ -43,8 +44,7 @@ SFT_COUNTS = {"colour": 160, "shape": 160, "motion": 160, "compare": 160, "text"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framelm dpo-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = FrameLMParser(prog="framelm dpo-demo", description=__doc__)
     parser.add_argument("--out", required=True, help="Folder for the data, the models and dpo_demo_metrics.json.")
     parser.add_argument("--quick", action="store_true", help="A short run for tests: shows the path, not the targets.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, the models and the training.")
