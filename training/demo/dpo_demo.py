@@ -26,6 +26,7 @@ from pathlib import Path
 
 from framelm.training.atomic_write import write_text_atomically
 from framelm.training.demo.data import COLOURS, DIRECTIONS, write_split
+from framelm.training.demo.report import write_between_markers
 from framelm.training.errors import FrameLMParser
 
 PAIR_TYPES = {"colour": ("image", list(COLOURS)), "motion": ("video", list(DIRECTIONS))}  # type -> (modality, answers)
@@ -224,9 +225,4 @@ def render(metrics: dict) -> str:
 
 def write_readme(metrics: dict, readme: str | Path) -> None:
     """Replace the table between the dpo-demo markers of `readme`."""
-    readme = Path(readme)
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to write the DPO demo table between")
-    head, rest = text.split(BEGIN, 1)
-    write_text_atomically(readme, f"{head}{BEGIN}\n{render(metrics)}{END}{rest.split(END, 1)[1]}")
+    write_between_markers(readme, BEGIN, END, render(metrics))

@@ -43,12 +43,17 @@ def render(metrics: dict) -> str:
 
 def write_readme(metrics: dict, readme: str | Path) -> None:
     """Replace the table between the markers of `readme`."""
+    write_between_markers(readme, BEGIN, END, render(metrics))
+
+
+def write_between_markers(readme: str | Path, begin: str, end: str, body: str) -> None:
+    """Replace what stands between `begin` and `end` in `readme` with `body` (a generated table, never typed)."""
     readme = Path(readme)
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to write the demo table between")
-    head, rest = text.split(BEGIN, 1)
-    write_text_atomically(readme, f"{head}{BEGIN}\n{render(metrics)}{END}{rest.split(END, 1)[1]}")
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} markers to write the table between")
+    head, rest = text.split(begin, 1)
+    write_text_atomically(readme, f"{head}{begin}\n{body}{end}{rest.split(end, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
