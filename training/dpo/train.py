@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     check_recipe(argv)
     script_args, data_args, training_args, model_args = parse_args(argv)
     trainer = run(script_args, data_args, training_args, model_args)
+    trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the card: nobody leaves the group early
     trainer.end()  # finish the trackers and leave the process group, last, as TRL's scripts do
     return 0
 
