@@ -9,6 +9,8 @@ import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from framelm.training.errors import SetupError
+
 LIBRARIES = ("torch", "transformers", "trl", "accelerate", "datasets", "peft", "deepspeed", "av", "decord",
              "huggingface_hub", "bitsandbytes")  # fmt: skip
 
@@ -63,3 +65,21 @@ def main(argv: list[str]) -> int:
     for name, value in info.items():
         print(f"- {name + ':':<{width}} {value}")
     return 0
+
+
+def require_reporters(report_to) -> None:
+    """`--report_to wandb` without wandb installed: one line before anything loads, not a traceback at step 0."""
+    import importlib.util
+
+    packages = {"wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "neptune": "neptune",
+                "clearml": "clearml", "tensorboard": "tensorboard", "trackio": "trackio", "swanlab": "swanlab",
+                "dvclive": "dvclive", "aim": "aim"}  # fmt: skip
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        package = packages.get(name)
+        if package is None:
+            continue
+        installed = sys.modules[package] is not None if package in sys.modules else importlib.util.find_spec(package)
+        if not installed:
+            raise SetupError(f"--report_to {name}: the {package} library is not installed",
+                             f"pip install {package}, or pass --report_to none")  # fmt: skip

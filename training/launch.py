@@ -18,6 +18,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,20 @@ class LaunchArguments:
 
     def requested(self) -> bool:
         return any(value is not None for value in asdict(self).values())
+
+
+def run_method(argv: list[str], module: str, parse_args: Callable, run: Callable) -> int:
+    """The `main` of a training method (`framelm train`, `framelm dpo`): under `accelerate launch` when asked, else
+    here; the recipe checked before heavy imports; every rank waits before leaving the process group."""
+    from framelm.training.recipe import check_recipe
+
+    if (exit_code := launch_if_asked(argv, module)) is not None:  # --accelerate_config, --num_processes
+        return exit_code
+    check_recipe(argv)
+    trainer = run(*parse_args(argv))
+    trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the card: nobody leaves the group early
+    trainer.end()  # finish the trackers and leave the process group, last, as TRL's scripts do
+    return 0
 
 
 def launch_if_asked(argv: list[str], module: str = "framelm.training.sft.train") -> int | None:

@@ -2,6 +2,7 @@
 settings framelm refuses for pairs say why in one line."""
 
 import re
+import sys
 
 import pytest
 
@@ -33,3 +34,16 @@ def test_refused_settings_say_why(flags, message, capsys):
 
     with pytest.raises(UsageError, match=re.escape(message)):
         parse_args(["--model_name_or_path", "m", "--dataset", "d", "--output_dir", "o", *flags])
+
+
+def test_a_mistyped_model_folder_and_a_missing_reporter_are_one_line_each(tmp_path, monkeypatch):
+    """As `framelm train`: a path-like name is never looked up on the Hub; a missing tracker is named."""
+    from framelm.training.errors import InputError, SetupError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"--model_name_or_path ./my-framlem: no such folder"):
+        parse_args(["--model_name_or_path", "./my-framlem", "--dataset", "d", "--output_dir", "o"])
+    (tmp_path / "model").mkdir()
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(SetupError, match=r"--report_to wandb: the wandb library is not installed"):
+        parse_args(["--model_name_or_path", "model", "--dataset", "d", "--output_dir", "o", "--report_to", "wandb"])

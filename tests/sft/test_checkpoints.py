@@ -6,7 +6,7 @@ import logging
 import shutil
 
 import pytest
-from transformers import TrainerCallback
+from support.stop_at import StopAt
 
 from framelm.training.sft.arguments import checkpoint_to_resume
 from framelm.training.sft.checkpoints import last_complete_checkpoint, missing_parts
@@ -53,15 +53,6 @@ def test_only_torn_checkpoints_is_an_error_naming_the_folder(tmp_path):
     checkpoint(tmp_path, 5, "trainer_state.json")
     with pytest.raises(ValueError, match=r"--resume_from_checkpoint true: --output_dir .* holds no checkpoint-N"):
         checkpoint_to_resume("true", str(tmp_path))
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.slow

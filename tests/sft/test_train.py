@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from support.processes import free_port, run_process
-from transformers import TrainerCallback
+from support.stop_at import StopAt
 
 from framelm.modeling import FrameLMForConditionalGeneration
 from framelm.training.batches.collator import FrameLMCollator
@@ -107,17 +107,6 @@ def test_packed_and_padding_free_runs_train_on_the_padded_loss(tiny_model_dir, l
         trained = trainer.model.eval()(**padded).loss.item()
     assert trainer.state.log_history[0]["loss"] == pytest.approx(first, abs=1e-4)
     assert trainer.evaluate()["eval_loss"] == pytest.approx(trained, abs=1e-5)
-
-
-class StopAt(TrainerCallback):
-    """Stops a run after `step` optimizer steps, as a killed job would (its last checkpoint is at that step)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resume_from_a_checkpoint_ends_with_the_same_weights(tiny_model_dir, llava_data, tmp_path):

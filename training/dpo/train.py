@@ -19,18 +19,9 @@ logger = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> int:
     """Errors are `FrameLMError`s, printed as one line by `framelm` (cli.main, or `run_command` when launched)."""
-    from framelm.training.launch import launch_if_asked
-    from framelm.training.recipe import check_recipe
+    from framelm.training.launch import run_method
 
-    argv = sys.argv[1:] if argv is None else argv
-    if (exit_code := launch_if_asked(argv, module="framelm.training.dpo.train")) is not None:
-        return exit_code
-    check_recipe(argv)
-    script_args, data_args, training_args, model_args = parse_args(argv)
-    trainer = run(script_args, data_args, training_args, model_args)
-    trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the card: nobody leaves the group early
-    trainer.end()  # finish the trackers and leave the process group, last, as TRL's scripts do
-    return 0
+    return run_method(sys.argv[1:] if argv is None else argv, "framelm.training.dpo.train", parse_args, run)
 
 
 def build_parser():
@@ -55,6 +46,9 @@ def build_parser():
 def parse_args(argv: list[str] | None = None) -> tuple:
     """(DPOArguments, DataArguments, FrameLMDPOConfig, ModelConfig) from a recipe and flags. A user error exits with
     code 2 and one line saying what to fix."""
+    from framelm.training.data.paths import require_local_or_hub
+    from framelm.training.env import require_reporters
+
     parser = build_parser()
     try:
         script_args, data_args, training_args, model_args = parser.parse_args_and_config(argv)
@@ -62,8 +56,10 @@ def parse_args(argv: list[str] | None = None) -> tuple:
         parser.error(str(err))
     if not model_args.model_name_or_path:
         parser.error("say which model to tune: --model_name_or_path FOLDER_OR_HUB_ID (a FrameLM, e.g. an SFT run)")
+    require_local_or_hub(model_args.model_name_or_path, "--model_name_or_path")  # never a Hub lookup for a typo
     if data_args.dataset is None:
         parser.error("say what to tune on: --dataset FILE_OR_MIXTURE_YAML of preference pairs")
+    require_reporters(training_args.report_to)
     return script_args, data_args, training_args, model_args
 
 

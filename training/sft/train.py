@@ -22,18 +22,9 @@ logger = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> int:
     """Errors are `FrameLMError`s, printed as one line by `framelm` (cli.main, or `run_command` when launched)."""
-    from framelm.training.launch import launch_if_asked
-    from framelm.training.recipe import check_recipe
+    from framelm.training.launch import run_method
 
-    argv = sys.argv[1:] if argv is None else argv
-    if (exit_code := launch_if_asked(argv)) is not None:  # --accelerate_config, --num_processes: re-run launched
-        return exit_code
-    check_recipe(argv)
-    script_args, data_args, training_args, model_args = parse_args(argv)
-    trainer = run(script_args, data_args, training_args, model_args)
-    trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing the card: nobody leaves the group early
-    trainer.end()  # finish the trackers and leave the process group, last, as TRL's scripts do
-    return 0
+    return run_method(sys.argv[1:] if argv is None else argv, "framelm.training.sft.train", parse_args, run)
 
 
 def build_parser():
@@ -61,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> tuple:
     import warnings
 
     from framelm.training.data.paths import require_local_or_hub
+    from framelm.training.env import require_reporters
 
     parser = build_parser()
     try:
@@ -180,26 +172,6 @@ def share_cores_with_workers(num_workers: int) -> None:
     if threads < torch.get_num_threads():
         logger.info("CPU training: %d torch thread(s), the other cores to %d DataLoader workers", threads, num_workers)
         torch.set_num_threads(threads)
-
-
-def require_reporters(report_to) -> None:
-    """`--report_to wandb` without wandb installed: one line before anything loads, not a traceback at step 0."""
-    import importlib.util
-
-    from framelm.training.errors import SetupError
-
-    packages = {"wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "neptune": "neptune",
-                "clearml": "clearml", "tensorboard": "tensorboard", "trackio": "trackio", "swanlab": "swanlab",
-                "dvclive": "dvclive", "aim": "aim"}  # fmt: skip
-    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    for name in names:
-        package = packages.get(name)
-        if package is None:
-            continue
-        installed = sys.modules[package] is not None if package in sys.modules else importlib.util.find_spec(package)
-        if not installed:
-            raise SetupError(f"--report_to {name}: the {package} library is not installed",
-                             f"pip install {package}, or pass --report_to none")  # fmt: skip
 
 
 if __name__ == "__main__":  # `accelerate launch -m framelm.training.sft.train`: the same one-line errors
