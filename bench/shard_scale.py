@@ -4,7 +4,8 @@ then stream the shards back next to webdataset's and `datasets`' readers of the 
 Run through `python bench/data_scale.py --part shards [--quick]`; what is measured:
 
 - small records: `n` records with one 32x32 JPEG file each (LLaVA pretraining-like), `framelm data convert --to
-  webdataset --num-proc 2` (and `--num-proc 1`, for the scaling) vs `tar -cf` of the records file and every image;
+  webdataset --num-proc 2` (and `--num-proc 1`, for the scaling) vs `tar -cf` of the records file and every image and
+  vs `shard_writer_peer.py` (the `webdataset.ShardWriter` loop a user would write: no checks, no shuffle, one process);
 - real-sized media: records mixed like LLaVA-Video's (30 % text only, 40 % with one or two ~100 KB JPEGs, 30 % with a
   1-5 MB mp4: bytes of that size with an mp4 header, which convert copies and never decodes), same two commands;
 - each command twice, alternating, best of the two (both read files the generator has just written, from the page
@@ -33,6 +34,7 @@ import orjson
 
 FRAMELM_DATA = [sys.executable, "-m", "framelm.training.cli", "data"]
 STREAM = str(Path(__file__).resolve().parent / "shard_stream.py")
+PEER_WRITER = str(Path(__file__).resolve().parent / "shard_writer_peer.py")
 SHARD_SIZE = 1000  # records per shard: 10,000 records are 9 training shards, enough for 2 DataLoader workers
 WRITER_LINE = re.compile(r"in ([\d.]+) s: (\d+) records/s, ([\d.]+) MB/s of media")
 CONVERSATION = [{"from": "human", "value": "What is in the picture? Describe it in detail."},
@@ -95,9 +97,15 @@ def folder_bytes(folder: Path) -> int:
 
 
 def convert_vs_tar(work: Path, records: Path, media: str, label: str, run: Callable, num_procs=(2,)) -> list[dict]:
-    """`tar -cf` and `framelm data convert --to webdataset` of the same files, alternating, best of two each."""
+    """`tar -cf`, a hand-written `webdataset.ShardWriter` loop and `framelm data convert --to webdataset` of the same
+    files, alternating, best of two each."""
     n = sum(1 for _ in open(records, "rb"))
-    commands = {"tar -cf (same files)": ["tar", "-cf", str(work / "peer.tar"), "-C", str(work), media, records.name]}
+    peer_out = work / f"peer_shards_{label}"
+    commands = {
+        "tar -cf (same files)": ["tar", "-cf", str(work / "peer.tar"), "-C", str(work), media, records.name],
+        "webdataset.ShardWriter (same files)": [sys.executable, PEER_WRITER, str(records), str(peer_out),
+                                                str(SHARD_SIZE)],
+    }  # fmt: skip
     for procs in num_procs:
         commands[f"framelm data convert --to webdataset --num-proc {procs}"] = FRAMELM_DATA + [
             "convert", str(records), "--out", str(work / f"shards_{label}"), "--to", "webdataset",
@@ -112,6 +120,9 @@ def convert_vs_tar(work: Path, records: Path, media: str, label: str, run: Calla
             if name.startswith("tar"):
                 result["output_mb"] = (work / "peer.tar").stat().st_size / 2**20
                 (work / "peer.tar").unlink()
+            elif name.startswith("webdataset"):
+                result["output_mb"] = folder_bytes(peer_out) / 2**20
+                shutil.rmtree(peer_out)
             else:
                 result["output_mb"] = folder_bytes(work / f"shards_{label}") / 2**20
                 seconds, records_per_s, media_mb_per_s = WRITER_LINE.search(output).groups()
@@ -165,6 +176,10 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
         name = f"convert_{label.replace('-', '_')}_{unit.replace('/', '_per_')}_vs_tar"
         summary[name] = {"target": ">= 0.5x", "measured": round(ratio, 3), "met": ratio >= 0.5,
                          "writing_phase_only": round(writer_ratio, 3)}  # fmt: skip
+        peer = by_case[f"{label}: webdataset.ShardWriter (same files)"]
+        summary[name.replace("_vs_tar", "_vs_webdataset_shardwriter")] = {
+            "target": "reported", "measured": round(convert[key] / peer[key], 3), "met": True
+        }  # fmt: skip
     one = by_case["small: framelm data convert --to webdataset --num-proc 1"]["writer_records_per_s"]
     two = by_case["small: framelm data convert --to webdataset --num-proc 2"]["writer_records_per_s"]
     summary["convert_num_proc_2_vs_1_writing_phase"] = {"target": "reported", "measured": round(two / one, 2),

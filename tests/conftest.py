@@ -118,6 +118,6 @@ def tiny_model(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_processor(tiny_model_dir):
-    from framelm.processing.processing_framelm import FrameLMProcessor
+    from framelm.processing import FrameLMProcessor
 
     return FrameLMProcessor.from_pretrained(tiny_model_dir)

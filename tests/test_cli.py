@@ -170,6 +170,24 @@ def test_a_missing_prompt_file_stops_before_torch_or_the_model_loads(tmp_path):
     assert result.stdout.endswith("False\n")
 
 
+def test_data_commands_without_media_decoding_never_load_torch(tmp_path, llava_data):
+    """validate --no-media-check and convert read and write records only: torch and transformers' model and
+    processor modules (seconds of start-up for every command, most of a small convert) are never imported."""
+    heavy = ("torch", "transformers.processing_utils", "transformers.modeling_utils")
+    for args in (["validate", str(llava_data), "--no-media-check"],
+                 ["convert", str(llava_data), "--out", str(tmp_path / "shards"), "--to", "webdataset"]):  # fmt: skip
+        code = (
+            "import sys\nfrom framelm.training.cli import main\n"
+            f"rc = main(['data', *{args!r}])\nprint([m for m in {heavy!r} if m in sys.modules])\nsys.exit(rc)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.splitlines()[-1] == "[]", (args, result.stdout[-500:])
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.tar"))  # the convert did write its shards
+
+
 def test_an_unreachable_hub_dataset_is_a_setup_error(tmp_path):
     result = framelm("data", "validate", "someorg/somedata", cwd=tmp_path, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     line = ("framelm data validate: error: Couldn't reach 'someorg/somedata' on the Hub (OfflineModeIsEnabled) "

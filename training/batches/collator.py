@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from framelm.processing.processing_framelm import FrameLMProcessor
+from framelm.processing import FrameLMProcessor
 from framelm.training.batches.packing import PACKED_COLUMN, collate_packed
 from framelm.training.batches.padding import IGNORE_INDEX, PIXEL_KEYS, collate
 from framelm.training.batches.record_guard import encode_rows, nothing_to_learn, with_skip_count

@@ -15,8 +15,6 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from framelm.processing.media_framelm import _frame_names, load_image, load_video
-from framelm.processing.processing_framelm import FrameLMProcessor
 from framelm.processing.sources_framelm import FetchLimits, image_source, local_video_path, redact
 from framelm.training.data.paths import is_remote
 
@@ -27,8 +25,6 @@ MODE_NAMES = {"1": "black and white", "L": "grayscale", "LA": "grayscale with al
               "RGBA": "RGBA (with alpha)", "CMYK": "CMYK"}  # fmt: skip
 # the record trains (framelm converts or keeps it), or was not looked at on request: warnings, not errors
 WARNING_KINDS = frozenset({"unusual_mode", "tiny_image", "remote_not_checked"})
-# frames per video when no model says: the processor's own default
-DEFAULT_NUM_FRAMES: int = inspect.signature(FrameLMProcessor.__init__).parameters["num_frames"].default
 REPLACE_FRAMES = "re-extract the frames (framelm data extract-frames --overwrite) or replace the file"
 
 Problem = tuple[str, str, str]  # (kind, problem, fix)
@@ -38,7 +34,7 @@ Problem = tuple[str, str, str]  # (kind, problem, fix)
 class MediaCheck:
     """How training will read the media: frames per video and the processor's fetch limits for URLs."""
 
-    num_frames: int = DEFAULT_NUM_FRAMES
+    num_frames: int | None = None  # None: the processor's own default (`default_num_frames`)
     limits: FetchLimits = field(default_factory=FetchLimits)
     remote: bool = True  # fetch URLs; False reports each one as a `remote_not_checked` warning
 
@@ -92,7 +88,18 @@ def _check_video(path: str, check: MediaCheck) -> list[Problem]:
         return [_fetch_problem("video", path, err)]
 
 
-def _decode_video(local: str, shown: str, num_frames: int) -> list[Problem]:
+def default_num_frames() -> int:
+    """Frames per video when no model says: the processor's own default. Read when a video is checked, not at import:
+    the payload's media readers bring torch, which `validate --no-media-check`, `stats` and `convert` never need."""
+    from framelm.processing import FrameLMProcessor
+
+    return inspect.signature(FrameLMProcessor.__init__).parameters["num_frames"].default
+
+
+def _decode_video(local: str, shown: str, num_frames: int | None) -> list[Problem]:
+    from framelm.processing.media_framelm import load_video
+
+    num_frames = num_frames or default_num_frames()
     try:
         clip = load_video(local, num_frames=num_frames)
     except (ValueError, OSError) as err:
@@ -109,6 +116,8 @@ def _frame_headers(folder: str) -> list[Problem]:
     """Every frame of a folder is a readable image file of one size (headers only: cheap, and training may pick any
     frame when `num_frames` changes)."""
     from PIL import Image
+
+    from framelm.processing.media_framelm import _frame_names
 
     try:
         names = _frame_names(folder)
@@ -136,6 +145,8 @@ def _frame_headers(folder: str) -> list[Problem]:
 
 def _check_image(path: str, check: MediaCheck) -> list[Problem]:
     from PIL import Image, UnidentifiedImageError
+
+    from framelm.processing.media_framelm import load_image
 
     try:
         source, shown = image_source(path, check.limits)  # the bytes of a URL, fetched within the limits

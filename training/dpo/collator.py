@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framelm.processing.processing_framelm import FrameLMProcessor
+from framelm.processing import FrameLMProcessor
 from framelm.training.batches.collator import FrameLMCollator
 from framelm.training.batches.padding import IGNORE_INDEX, collate
 from framelm.training.batches.record_guard import encode_rows, nothing_to_learn, with_skip_count

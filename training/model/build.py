@@ -14,9 +14,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
+from framelm.processing import FrameLMImageProcessor, FrameLMProcessor
 from framelm.processing.chat_template_framelm import IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
-from framelm.processing.image_processing_framelm import FrameLMImageProcessor
-from framelm.processing.processing_framelm import FrameLMProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from framelm.modeling.configuration_framelm import (
     FrameLMConfig,
 )
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
-from framelm.processing.image_processing_framelm import FrameLMImageProcessor
+from framelm.processing import FrameLMImageProcessor
 from framelm.training.model.build import processor_for, save_framelm, set_generation_defaults
 from framelm.training.model.llava_chat_template import check_trainable, trainable_chat_template
 

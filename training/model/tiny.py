@@ -14,8 +14,8 @@ from transformers import PreTrainedTokenizerFast
 
 from framelm.modeling.configuration_framelm import FrameLMConfig
 from framelm.modeling.modeling_framelm import FrameLMForConditionalGeneration
+from framelm.processing import FrameLMImageProcessor
 from framelm.processing.chat_template_framelm import IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
-from framelm.processing.image_processing_framelm import FrameLMImageProcessor
 from framelm.training.model.build import processor_for, save_framelm, set_generation_defaults
 
 PAD_TOKEN = "<|endoftext|>"

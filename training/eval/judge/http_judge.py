@@ -243,7 +243,8 @@ class OpenAIChatJudge:
             except openai.APIStatusError as error:
                 raise self._status_failure(error) from None
             except openai.APIConnectionError as error:
-                if deadline.expired:
+                # the client's own per-read timeout equals the deadline: on a busy machine it can fire first
+                if deadline.expired or isinstance(error, openai.APITimeoutError):
                     raise _RetryableFailure("timeout", f"no complete reply within {self.timeout:g} s") from None
                 if isinstance(error.__cause__, ReplyTooLargeError):
                     raise _RetryableFailure("unreadable reply", str(error.__cause__)) from None
