@@ -87,6 +87,8 @@ def shown_reference(reference: str) -> str:
 
 def remote_scheme(reference: str) -> str | None:
     """The scheme of an allowed, well-formed remote URL (`https`, `s3` ...); None for anything else. Never raises."""
+    if not looks_like_url(reference):  # a local path, the common case: no refusal built and thrown away
+        return None
     try:
         return _check_remote(reference)
     except RefusedReference:
