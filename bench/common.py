@@ -94,3 +94,13 @@ def print_verdicts(summary: dict) -> None:
         if isinstance(row, dict) and "target" in row:
             verdict = "reported" if row["target"] == "reported" else "met" if row["met"] else "NOT MET"
             print(f"{name}: {row['measured']} (target {row['target']}): {verdict}")
+
+
+def tiny_model(work: Path) -> Path:
+    """A tiny random FrameLM (its processor counts tokens as a real one would, with a small vocabulary), built once."""
+    folder = work / "tiny"
+    if not (folder / "config.json").exists():
+        from framelm.training.model.tiny import build_tiny_framelm
+
+        build_tiny_framelm(folder)
+    return folder

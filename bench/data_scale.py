@@ -4,8 +4,10 @@
     python bench/data_scale.py --quick    # 100,000 records (json part), 20,000 + 300 (shards part)
     python bench/data_scale.py --part shards --quick
 
-Part `json`: metadata-only `framelm data validate` and `framelm data convert` (Arrow) of generated LLaVA/NeVA records
-(two thirds image conversations of two exchanges, one third Video-NeVA clips), as JSON Lines and as one JSON array
+Part `json`: metadata-only `framelm data validate`, `framelm data convert` (Arrow) and, on the JSON Lines file,
+`framelm data stats --model` (token counts by the length rule, with a tiny model's processor) of generated
+LLaVA/NeVA records (two thirds image conversations of two exchanges, one third Video-NeVA clips), as JSON Lines and
+as one JSON array
 (LLaVA's own `llava_v1_5_mix665k.json` is an array). `datasets.load_dataset("json", ...)` on the same file is the
 peer: it only parses, while framelm also checks every record and normalizes it. Targets (2-core machine): validate
 >= 20,000 records/s, convert <= 120 s, peak resident memory <= 1.5 GB.
@@ -39,7 +41,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import tiny_model, write_results  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PEER = "import datasets, sys; datasets.load_dataset('json', data_files=sys.argv[1], cache_dir=sys.argv[2])"
@@ -153,8 +155,12 @@ def json_cases(work: Path, n: int) -> tuple[list[dict], dict]:
             "framelm data convert": FRAMELM_DATA
             + ["convert", str(path), "--out", str(work / "arrow"), "--cache-dir", str(work / "cache_convert")],
         }
+        if layout == "jsonl":  # token counts need the model's processor: the length rule over every record, once
+            commands["framelm data stats --model (tiny)"] = FRAMELM_DATA + [
+                "stats", str(path), "--model", str(tiny_model(work)), "--cache-dir", str(work / "cache_stats")
+            ]  # fmt: skip
         for name, command in commands.items():
-            for folder in ("cache_peer", "cache_validate", "cache_convert", "arrow"):  # cold caches every time
+            for folder in ("cache_peer", "cache_validate", "cache_convert", "cache_stats", "arrow"):  # cold caches
                 shutil.rmtree(work / folder, ignore_errors=True)
             result = run(command) | {"case": name, "layout": layout, "records": n}
             result["records_per_s"] = round(n / result["seconds"])
@@ -179,7 +185,9 @@ def json_cases(work: Path, n: int) -> tuple[list[dict], dict]:
         }  # fmt: skip
         peak = max(validate["peak_rss_mb"], convert["peak_rss_mb"])
         summary[f"peak_rss_mb_{key}"] = {"target": "<= 1536", "measured": peak, "met": peak <= 1536}
-    for folder in ("cache_peer", "cache_validate", "cache_convert", "arrow"):  # room for the shards part
+    stats = next(c for c in cases if c["case"].startswith("framelm data stats"))
+    summary["stats_records_per_s_jsonl"] = {"target": "reported", "measured": stats["records_per_s"], "met": True}
+    for folder in ("cache_peer", "cache_validate", "cache_convert", "cache_stats", "arrow"):  # room for the shards
         shutil.rmtree(work / folder, ignore_errors=True)
     for path in files:
         path.unlink()

@@ -8,9 +8,9 @@ Run through `python bench/data_scale.py --part shards [--quick]`; what is measur
   vs `shard_writer_peer.py` (the `webdataset.ShardWriter` loop a user would write: no checks, no shuffle, one process);
 - real-sized media: records mixed like LLaVA-Video's (30 % text only, 40 % with one or two ~100 KB JPEGs, 30 % with a
   1-5 MB mp4: bytes of that size with an mp4 header, which convert copies and never decodes), same two commands;
-- each command twice, alternating, best of the two (both read files the generator has just written, from the page
-  cache); records/s and MB/s (output bytes a second) of the whole command, and of convert's writing phase alone (its
-  log line: the rest is Python's start, imports and reading the records);
+- each command twice, alternating, best of the two in a --quick run, once in a full run (all read files the
+  generator has just written, from the page cache); records/s and MB/s (output bytes a second) of the whole command,
+  and of convert's writing phase alone (its log line: the rest is Python's start, imports and reading the records);
 - streaming read-back with 2 DataLoader workers: framelm's training stream (`data_prep.stream_for_training`: seeded
   shuffle, the length rule's token counts, no media decoded; and collated batches for a few thousand records),
   `webdataset.WebDataset` (json parsed, media bytes kept) and `datasets.load_dataset(folder, streaming=True)` on the
@@ -96,9 +96,11 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def convert_vs_tar(work: Path, records: Path, media: str, label: str, run: Callable, num_procs=(2,)) -> list[dict]:
+def convert_vs_tar(
+    work: Path, records: Path, media: str, label: str, run: Callable, num_procs=(2,), rounds: int = 2
+) -> list[dict]:
     """`tar -cf`, a hand-written `webdataset.ShardWriter` loop and `framelm data convert --to webdataset` of the same
-    files, alternating, best of two each."""
+    files, alternating, the best of `rounds` runs each."""
     n = sum(1 for _ in open(records, "rb"))
     peer_out = work / f"peer_shards_{label}"
     commands = {
@@ -112,7 +114,7 @@ def convert_vs_tar(work: Path, records: Path, media: str, label: str, run: Calla
             "--shard-size", str(SHARD_SIZE), "--num-proc", str(procs), "--cache-dir", str(work / "cache"),
         ]  # fmt: skip
     best: dict[str, dict] = {}
-    for _ in range(2):
+    for _ in range(rounds):
         for name, command in commands.items():
             result = run(command, keep_output=True)
             assert result["returncode"] == 0, f"{name} failed"
@@ -150,22 +152,23 @@ def convert_vs_tar(work: Path, records: Path, media: str, label: str, run: Calla
 
 
 def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tuple[list[dict], dict]:
-    from framelm.training.model.tiny import build_tiny_framelm
+    from common import tiny_model
 
     if not quick:
         n_small, n_real = n, 4_000  # 4,000 real-sized records are about 4 GB; a million (1 TB) do not fit here
     else:
         n_small, n_real = 20_000, 300
     cases, summary = [], {}
-    model = build_tiny_framelm(work / "tiny")
+    model = tiny_model(work)
     start = time.perf_counter()
     small_records, real_records = generate_small(work, n_small), generate_real(work, n_real)
     real_mb = folder_bytes(work / "real") / 2**20
     print(f"generated {n_small:,} small and {n_real:,} real-sized records with their files in "
           f"{time.perf_counter() - start:.1f} s ({real_mb:,.0f} MB of real-sized media)")  # fmt: skip
 
-    small = convert_vs_tar(work, small_records, "images", "small", run, num_procs=(1, 2))
-    real = convert_vs_tar(work, real_records, "real", "real-sized", run)
+    rounds = 2 if quick else 1  # a full run's commands take minutes each: once is enough to be steady
+    small = convert_vs_tar(work, small_records, "images", "small", run, num_procs=(1, 2), rounds=rounds)
+    real = convert_vs_tar(work, real_records, "real", "real-sized", run, rounds=rounds)
     cases += small + real
     by_case = {c["case"]: c for c in cases}
     for label, key, unit in (("small", "records_per_s", "records/s"), ("real-sized", "mb_per_s", "MB/s")):
