@@ -12,11 +12,20 @@ never at inference (see `FrameLMModel._needs_blank_media_pass`). It runs on tran
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationMixin,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .configuration_framelm import PATCH_INPUT_TOWERS, TOWERS_WITH_CLS_TOKEN, FrameLMConfig
@@ -27,6 +36,10 @@ from .projector_framelm import FrameLMMultiModalProjector, pool_frame_features
 # forward signatures and output fields). The saved folder runs on both sides of the rename (vLLM pins older
 # transformers), so `forward` accepts either name and hands the LM the one its transformers reads.
 CACHE_KEY = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# what `from_pretrained` passes on to read a folder's config.json (local or on the Hub)
+CONFIG_FILE_KEYS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+logger = logging.getLogger(__name__)
 
 
 def _cache_of(cache, kwargs: dict):
@@ -91,7 +104,33 @@ class FrameLMPreTrainedModel(PreTrainedModel):
 
 class FrameLMModel(FrameLMPreTrainedModel):
     """Tower + projector + decoder, without the LM head. Module names follow transformers' LLaVA
-    (`vision_tower`, `multi_modal_projector`, `language_model`) so that PEFT targets and habits carry over."""
+    (`vision_tower`, `multi_modal_projector`, `language_model`) so that PEFT targets and habits carry over.
+
+    `auto_map.AutoModel` names this class, as LLaVA's does: vLLM's Transformers backend builds it with
+    `AutoModel.from_config` and puts its own LM head on it. `from_pretrained` on a folder saved from the generating
+    model returns that model instead (see `from_pretrained`)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """The saved model: `FrameLMForConditionalGeneration` when `config.architectures` names it, else this base.
+
+        Evaluation harnesses load `AutoModel.from_pretrained` for every VLM and call `generate` on it (lmms-eval's
+        `huggingface` chat model does, whatever the model type), and a base model has no LM head to generate with.
+        The folder's weights hold the head, so it is loaded with them; `.model` of the result is this base model.
+        vLLM is unaffected: it builds the base with `AutoModel.from_config` and loads the weights itself.
+        Subclasses load as themselves."""
+        path, config = pretrained_model_name_or_path, kwargs.get("config")
+        if cls is FrameLMModel and not isinstance(config, PreTrainedConfig):
+            hub = {key: kwargs[key] for key in CONFIG_FILE_KEYS if key in kwargs}
+            config = kwargs["config"] = cls.config_class.from_pretrained(config or path, **hub)
+        if cls is FrameLMModel and "FrameLMForConditionalGeneration" in (config.architectures or ()):
+            logger.info(
+                "%s holds FrameLMForConditionalGeneration: loading it (with its LM head, so that `generate` works); "
+                "its `.model` is the FrameLMModel base",
+                path,
+            )
+            return FrameLMForConditionalGeneration.from_pretrained(path, *model_args, **kwargs)
+        return super().from_pretrained(path, *model_args, **kwargs)
 
     def __init__(self, config: FrameLMConfig):
         super().__init__(config)

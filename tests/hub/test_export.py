@@ -80,7 +80,7 @@ def test_exported_folder_loads_where_framelm_is_not_installed(tiny_model_dir, tm
     )
     result = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["FrameLMModel", "FrameLMProcessor"]  # AutoModel: the base model, as LLaVA
+    assert result.stdout.split() == ["FrameLMForConditionalGeneration", "FrameLMProcessor"]  # with its LM head
     assert "No training record was found" in (out / "README.md").read_text()  # honest about an untrained projector
 
 

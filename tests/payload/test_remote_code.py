@@ -78,11 +78,13 @@ def test_auto_classes_load_without_framelm_and_give_the_same_logits(
             with torch.no_grad():
                 out["logits_" + auto.__name__] = model(**inputs).logits[0, -1].tolist()
         out["module"] = type(model).__module__
-        base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-        out["AutoModel"] = type(base).__name__
-        with torch.no_grad():  # the base model's last hidden state through the head model's lm_head
-            hidden = base(**inputs).last_hidden_state[0, -1]
-            out["logits_AutoModel"] = model.lm_head(hidden).tolist()
+        out["AutoModel.from_config"] = type(AutoModel.from_config(config, trust_remote_code=True)).__name__
+        loaded = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        out["AutoModel"], base = type(loaded).__name__, loaded.model  # a harness's load: the generating model
+        with torch.no_grad():
+            out["logits_AutoModel"] = loaded(**inputs).logits[0, -1].tolist()
+            hidden = base(**inputs).last_hidden_state[0, -1]  # the base through the head model's lm_head
+            out["logits_base"] = model.lm_head(hidden).tolist()
             features = base.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output
             out["image_features"] = list(features.shape)
             features = base.get_video_features(inputs["pixel_values_videos"], return_dict=True).pooler_output
@@ -93,11 +95,12 @@ def test_auto_classes_load_without_framelm_and_give_the_same_logits(
     )
     assert child["config"] == "FrameLMConfig" and child["processor"] == "FrameLMProcessor"
     assert "framelm" not in child["module"].split(".")[0]  # the class came from the saved folder, not the package
-    assert child["AutoModel"] == "FrameLMModel"
+    assert child["AutoModel.from_config"] == "FrameLMModel"  # vLLM's Transformers backend builds the base so
+    assert child["AutoModel"] == "FrameLMForConditionalGeneration"  # a saved model loads with its head
     assert child["image_features"] == [1, 16, 64] and child["video_features"] == [1, 4 * 16, 64]
     for auto in ("AutoModelForImageTextToText", "AutoModelForMultimodalLM"):
         assert child[auto] == "FrameLMForConditionalGeneration"
-    for auto in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM"):  # AutoModel: via lm_head
+    for auto in ("AutoModel", "base", "AutoModelForImageTextToText", "AutoModelForMultimodalLM"):  # base: via lm_head
         torch.testing.assert_close(torch.tensor(child["logits_" + auto]), expected)
 
 

@@ -25,10 +25,12 @@ inputs = processor(text=text, images=[media["image"]], videos=[media["video"]], 
 with torch.no_grad():
     logits = model(**inputs).logits[0, -1]
     generated = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
-    base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    features = base.get_video_features(inputs["pixel_values_videos"], return_dict=True).pooler_output
+    features = model.model.get_video_features(inputs["pixel_values_videos"], return_dict=True).pooler_output
+base = AutoModel.from_config(model.config, trust_remote_code=True)  # vLLM's Transformers backend builds the base so
+loaded = AutoModel.from_pretrained(folder, trust_remote_code=True)  # a harness's load: the model that generates
 import transformers
 print(json.dumps({"transformers": transformers.__version__, "base": type(base).__name__,
+                  "AutoModel": type(loaded).__name__,
                   "input_ids": inputs["input_ids"][0].tolist(), "logits": logits.tolist(),
                   "generated": generated[0, inputs["input_ids"].shape[1]:].tolist(),
                   "video_features": list(features.shape)}))
@@ -56,6 +58,7 @@ def test_the_lowest_and_newest_transformers_give_the_same_logits_and_generation(
     old = run_child(lowest, tiny_model_dir, tmp_path)
     assert old["transformers"] == LOWEST and newest["transformers"] != LOWEST
     assert old["base"] == newest["base"] == "FrameLMModel"
+    assert old["AutoModel"] == newest["AutoModel"] == "FrameLMForConditionalGeneration"
     assert old["input_ids"] == newest["input_ids"]
     torch.testing.assert_close(torch.tensor(old["logits"]), torch.tensor(newest["logits"]))
     assert old["generated"] == newest["generated"] and len(old["generated"]) == 8
