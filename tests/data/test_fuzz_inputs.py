@@ -30,6 +30,7 @@ from framelm.training.data.paths import (
     shown_reference,
 )
 from framelm.training.data.raw import CHUNK_RECORDS, RAW_FEATURES
+from framelm.training.errors import InputError
 from framelm.training.eval.prompts import read_prompts
 
 PER_EXAMPLE, EXAMPLES = 50, 100  # 5,000 inputs per test
@@ -160,6 +161,9 @@ def test_prompt_files_never_raise_and_every_line_is_a_prompt_or_a_reported_probl
     path = write_lines(["\ufeff" + lines[0] if bom else lines[0], *lines[1:]], ".jsonl")
     try:
         read = read_prompts(str(path))
+    except InputError as err:  # the one error about the file, not a line: NeVA and messages records mixed, or neither
+        assert re.match(rf"--prompt-file {re.escape(str(path))}(:| mixes) ", str(err)), err
+        return
     finally:
         path.unlink()
     assert read.total == len(read.prompts) + len(read.problems) == PER_EXAMPLE  # good + bad = total
@@ -167,6 +171,26 @@ def test_prompt_files_never_raise_and_every_line_is_a_prompt_or_a_reported_probl
         assert_reported(problem, path)
     assert len({prompt.key for prompt in read.prompts}) == len(read.prompts)  # no question answered twice
     assert all(isinstance(prompt.record["text"], str) for prompt in read.prompts)
+
+
+GOOD_MESSAGES = json.dumps({"id": "good", "messages": [{"role": "user", "content": "Describe."}]})
+
+
+@FUZZ
+@given(lines=st.lists(record_lines, min_size=PER_EXAMPLE - 1, max_size=PER_EXAMPLE - 1))
+def test_messages_prompt_files_never_raise_and_every_line_is_a_prompt_or_a_reported_problem(lines):
+    path = write_lines([GOOD_MESSAGES, *lines], ".jsonl")  # a messages file: no fuzzed record has "text"
+    try:
+        read = read_prompts(str(path), media_root="/data")
+    finally:
+        path.unlink()
+    assert read.total == len(read.prompts) + len(read.problems) == PER_EXAMPLE
+    for problem in read.problems:
+        assert_reported(problem, path)
+    assert len({prompt.key for prompt in read.prompts}) == len(read.prompts) and read.prompts[0].key == "good"
+    for prompt in read.prompts:  # a conversation to answer: it ends with the user, its media resolved under the root
+        assert prompt.sample.turns[-1].role == "user"
+        assert all(m.embedded or m.path.startswith("/data/") or is_remote(m.path) for m in prompt.sample.media)
 
 
 # --- media references: resolved inside the root, an allowed URL, or refused with a reason; nothing else -------------

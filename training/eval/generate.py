@@ -1,5 +1,6 @@
-"""`framelm generate`: batch inference from a NeVA-style prompt jsonl, resumable, one bad prompt never loses the rest.
-The options, their help and the checks made before the model loads are in `generate_args.py`."""
+"""`framelm generate`: batch inference from a prompt jsonl (NeVA's prompts or training's messages records, see
+`prompts.py`), resumable, one bad prompt never loses the rest. The options, their help and the checks made before the
+model loads are in `generate_args.py`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import json
 import logging
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from framelm.processing.messages_framelm import build_messages
 from framelm.training.batches.padding import PIXEL_KEYS, collate
+from framelm.training.data.media_exists import local_paths
 from framelm.training.data.paths import is_remote, resolve_media_path
-from framelm.training.eval.prompts import answered_keys, media_lists, read_prompts
+from framelm.training.data.sample import Sample
+from framelm.training.eval.prompts import Prompt, answered_keys, media_lists, read_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +63,36 @@ def encode_prompt(
         system_prompt=system_prompt,
         insert_media_token=insert_media_token,
     )
+    return encode_messages(processor, messages)
+
+
+def encode_sample(processor, sample: Sample, *, system_prompt: str | None = None) -> dict:
+    """A messages prompt's conversation (read by the training reader, ending with the user turn to answer) ->
+    unpadded model inputs, by training's own `Sample.to_messages`. `system_prompt` applies when the record has none;
+    raises `FileNotFoundError` for a missing local file (its path was resolved and checked when the file was read)."""
+    for path in local_paths(m.to_row() for m in sample.media):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+    if system_prompt and not sample.system:
+        sample = replace(sample, system=system_prompt)
+    return encode_messages(processor, sample.to_messages())
+
+
+def encode_messages(processor, messages: list[dict]) -> dict:
+    """Content-list messages -> `input_ids` (L,) of the chat template with the generation prompt, and pixel tensors."""
     out = processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
     return {"input_ids": out["input_ids"][0]} | {key: out[key] for key in PIXEL_KEYS if key in out}
+
+
+def encode_any(processor, prompt: Prompt, media_root: str, *, system_prompt: str | None, insert_media_token: str,
+               allow_outside_root: bool) -> dict:  # fmt: skip
+    """A prompt of either format -> unpadded model inputs."""
+    if prompt.sample is not None:
+        return encode_sample(processor, prompt.sample, system_prompt=system_prompt)
+    return encode_prompt(processor, prompt.record, media_root, system_prompt=system_prompt,
+                         insert_media_token=insert_media_token, allow_outside_root=allow_outside_root)  # fmt: skip
 
 
 def answer(model, processor, encoded: list[dict], **generate_kwargs) -> list[str]:
@@ -99,7 +129,7 @@ def run(args) -> int:
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     media_root = args.media_base_path if args.media_base_path is not None else os.path.dirname(args.prompt_file)
-    prompt_file = read_prompts(args.prompt_file)
+    prompt_file = read_prompts(args.prompt_file, media_root, args.allow_outside_root)
     require_prompt_media(prompt_file, media_root, args)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     model = FrameLMForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
@@ -117,7 +147,7 @@ def run(args) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
     )  # fmt: skip
     failed = [p.id or p.where for p in prompt_file.problems]  # question ids, or the line of a prompt without one
-    encode = functools.partial(encode_prompt, processor, media_root=media_root, system_prompt=args.system_prompt,
+    encode = functools.partial(encode_any, processor, media_root=media_root, system_prompt=args.system_prompt,
                                insert_media_token=args.insert_media_token,
                                allow_outside_root=args.allow_outside_root)  # fmt: skip
     with output.open("ab") as handle, tqdm(total=len(todo), desc="generating", unit="prompt") as bar:
@@ -125,7 +155,7 @@ def run(args) -> int:
             chunk, encoded = [], []
             for prompt in todo[start : start + args.batch_size]:
                 try:
-                    encoded.append(encode(prompt.record))
+                    encoded.append(encode(prompt))
                     chunk.append(prompt)
                 except (OSError, ValueError, ImportError) as err:  # missing, outside the root, undecodable, unfetched
                     failed.append(prompt.key)
@@ -134,7 +164,7 @@ def run(args) -> int:
                 with torch.inference_mode():
                     texts = answer(model, processor, encoded, **settings)
                 for prompt, text in zip(chunk, texts, strict=True):
-                    append_line(handle, answer_record(prompt.record, text, model_id, settings, processor.num_frames))
+                    append_line(handle, answer_record(prompt, text, model_id, settings, processor.num_frames))
             bar.update(len(todo[start : start + args.batch_size]))
     answered = len(todo) - (len(failed) - len(prompt_file.problems))
     print(
@@ -151,6 +181,9 @@ def require_prompt_media(prompt_file, media_root: str, args) -> None:
 
     per_prompt = []
     for prompt in prompt_file.prompts:
+        if prompt.sample is not None:  # resolved when the file was read
+            per_prompt.append(local_paths(m.to_row() for m in prompt.sample.media))
+            continue
         try:
             media = {key: [resolve_media_path(p, media_root, args.allow_outside_root) for p in paths]
                      for key, paths in media_lists(prompt.record).items()}  # fmt: skip
@@ -168,13 +201,21 @@ def require_prompt_media(prompt_file, media_root: str, args) -> None:
                               "nothing was generated")  # fmt: skip
 
 
-def answer_record(record: dict, text: str, model_id: str, settings: dict, num_frames: int) -> dict:
-    metadata = {k: v for k, v in record.items() if k not in ("question_id", "text")}
-    return {
-        "question_id": record["question_id"],
-        "prompt": record["text"],
+def answer_record(prompt: Prompt, text: str, model_id: str, settings: dict, num_frames: int) -> dict:
+    """llava-bench's answer line. A messages prompt: `question_id` is its question_id or id, `prompt` the user turn
+    answered (placeholders as written), `reference` the training record's own answer to it, when it had one."""
+    record = prompt.record
+    if prompt.sample is None:
+        id_key, question = "question_id", record["text"]
+    else:
+        id_key, question = ("question_id" if "question_id" in record else "id"), prompt.sample.turns[-1].text
+    metadata = {k: v for k, v in record.items() if k not in (id_key, "text" if prompt.sample is None else "messages")}
+    line = {
+        "question_id": record[id_key],
+        "prompt": question,
         "text": text,
         "answer_id": uuid.uuid4().hex,
         "model_id": model_id,
         "metadata": metadata | {"generation": settings, "num_frames": num_frames},
     }
+    return line | ({"reference": prompt.reference} if prompt.reference is not None else {})

@@ -1,17 +1,24 @@
-"""`framelm generate`: batch inference from a NeVA-style prompt jsonl, resumable, one bad prompt never loses the rest.
+"""`framelm generate`: batch inference from a prompt jsonl, resumable, one bad prompt never loses the rest.
 
     framelm generate out/ --prompt-file prompts.jsonl --media-base-path videos/ --output-file answers.jsonl
     framelm generate out/ --prompt-file prompts.jsonl --output-file answers.jsonl --device cuda --dtype bfloat16 \
         --temperature 0.2 --top-p 0.9 --repetition-penalty 1.2 --insert-media-token right
 
-A prompt line is `{"video": "video_test.mp4", "text": "Can you describe the scene?", "category": "conv",
-"question_id": 0}` (or `"image"`; either may be a list). Media paths resolve as in training data (`data/paths.py`):
-against `--media-base-path`, or the prompt file's own folder; a path leading outside it is refused unless
-`--allow-outside-root`. The prompt becomes messages through the same builder as training records. Each answer line
-holds question_id, prompt, text, answer_id, model_id and metadata (category, media, generation settings) - the
-answer-file format llava-bench and `framelm judge` read. A line that cannot be answered (not JSON, no usable
-question_id, text or media, an id already used) is reported with its line and skipped (`prompts.py`), as is a prompt
-whose media cannot be read; every other prompt is answered, and the exit code is 1.
+A prompt line is NeVA's `{"video": "video_test.mp4", "text": "Can you describe the scene?", "category": "conv",
+"question_id": 0}` (or `"image"`; either may be a list), or a record in the messages format training reads (TRL's):
+`{"id": 0, "messages": [{"role": "system" | "user" | "assistant", "content": ...}, ...], "images": [...],
+"videos": [...]}`, content a string with <image>/<video> placeholders or a list of {"type": "text" | "image" |
+"video"} parts, checked as training checks it. The whole conversation is the context and its last user turn is
+answered; a record ending with an assistant turn (training data) is asked the turn before, and that turn is written
+as the answer's `reference`. The format is told from the file's records; a file mixing the two is refused.
+
+Media paths resolve as in training data (`data/paths.py`): against `--media-base-path`, or the prompt file's own
+folder; a path leading outside it is refused unless `--allow-outside-root`. The prompt becomes messages through the
+same builder as training records. Each answer line holds question_id (a messages record's question_id or id),
+prompt, text, answer_id, model_id and metadata (category, media, generation settings) - the answer-file format
+llava-bench and `framelm judge` read. A line that cannot be answered (not JSON, no usable id, text or media, an id
+already used, placeholders and media that do not match) is reported with its line and skipped (`prompts.py`), as is
+a prompt whose media cannot be read; every other prompt is answered, and the exit code is 1.
 
 This module holds the options and the checks made before the model loads (free of torch: `--help` and a mistyped
 path answer at once); `eval/generate.py` runs the job.
@@ -32,7 +39,10 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 class GenerateArguments:
     """`framelm generate MODEL --prompt-file P --output-file A`: files, prompt, sampling, execution."""
 
-    prompt_file: str = field(metadata={"help": "jsonl of prompts: question_id, text, image or video."})
+    prompt_file: str = field(
+        metadata={"help": "jsonl of prompts: question_id, text, image or video (NeVA); or id, messages, images, "
+                  "videos (the training format)."}
+    )  # fmt: skip
     output_file: str = field(metadata={"help": "jsonl of answers; question ids already in it are skipped."})
     media_base_path: str | None = field(
         default=None, metadata={"help": "Root that media paths resolve against (default: the prompt file's folder)."}

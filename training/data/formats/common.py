@@ -40,6 +40,8 @@ class ReadOptions:
     assistant_key: str | None = None  # role name of assistant turns; None accepts "gpt" and "assistant"
     allow_outside_root: bool = False  # accept paths whose real location is outside their root folder
     source: str = ""  # dataset name stored in every sample
+    # a prompt to answer (`framelm generate`), not a training record: the conversation may end with a user turn
+    ends_with_user: bool = False
 
     def role_names(self) -> dict[str, str]:
         """Role as written -> "user" | "assistant" | "system" (shared between calls: do not modify)."""
@@ -163,7 +165,7 @@ def build_sample(
             record, where, "media_in_system_prompt", "the system prompt contains a media placeholder",
             "move the <image>/<video> placeholder into a user turn",
         )  # fmt: skip
-    if expected == "assistant":
+    if expected == "assistant" and not options.ends_with_user:
         return problem(
             record, where, "role_order", "the conversation ends with a user turn that has no answer",
             "add the assistant's answer or remove the last user turn",
