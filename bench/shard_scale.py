@@ -13,8 +13,9 @@ Run through `python bench/data_scale.py --part shards [--quick]`; what is measur
   and of convert's writing phase alone (its log line: the rest is Python's start, imports and reading the records);
 - streaming read-back with 2 DataLoader workers: framelm's training stream (`data_prep.stream_for_training`: seeded
   shuffle, the length rule's token counts, no media decoded; and collated batches for a few thousand records),
-  `webdataset.WebDataset` (json parsed, media bytes kept) and `datasets.load_dataset(folder, streaming=True)` on the
-  same shards; peak resident memory of the streaming process tree for a small and the whole stream (flat RSS).
+  `webdataset.WebDataset` (json parsed, media bytes kept), `datasets.load_dataset(folder, streaming=True)` and
+  megatron-energon's loader (after `energon prepare`, timed too) on the same shards; peak resident memory of the
+  streaming process tree for a small and the whole stream (flat RSS).
 """
 
 from __future__ import annotations
@@ -151,6 +152,23 @@ def convert_vs_tar(
     return cases
 
 
+def energon_prepare(shards: Path, run: Callable) -> dict:
+    """`energon prepare` of the shards (energon's index, which its reader needs): the step an energon user runs after
+    writing shards, timed as a case of its own."""
+    command = [sys.executable, "-m", "megatron.energon.cli.main", "prepare", str(shards), "--non-interactive",
+               "--split-parts", r"train:train-.*\.tar", "--split-parts", r"val:val-.*\.tar",
+               "--no-progress"]  # fmt: skip
+    result = run(command)
+    assert result["returncode"] == 0, "energon prepare failed"
+    records = sum(json.loads((shards / "framelm_shards.json").read_text())["splits"][s]["records"]
+                  for s in ("train", "val"))  # fmt: skip
+    result |= {"case": "small: energon prepare (index the shards)", "records": records,
+               "records_per_s": round(records / result["seconds"])}  # fmt: skip
+    print(f"{result['case']:<62} {result['seconds']:>6.1f} s {result['records_per_s']:>7,} rec/s "
+          f"(load {result['load_average_before']:.1f})")  # fmt: skip
+    return result
+
+
 def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tuple[list[dict], dict]:
     from common import tiny_model
 
@@ -191,6 +209,7 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
     small_stream = 5_000 if quick else 10_000
     collated = 1_000 if quick else 10_000
     shards = work / "shards_small"
+    cases.append(energon_prepare(shards, run))
     streams = {}
     for label, extra, wanted in (
         ("framelm rows", [], small_stream),
@@ -198,6 +217,7 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
         ("framelm collated", ["--collate"], collated),
         ("webdataset.WebDataset", ["--reader", "webdataset"], None),
         ("datasets.load_dataset(streaming)", ["--reader", "datasets"], None),
+        ("megatron-energon", ["--reader", "energon"], None),
     ):
         command = [sys.executable, STREAM, str(shards), str(model), *extra]
         if wanted is not None:
@@ -216,10 +236,11 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
     summary[f"stream_peak_rss_ratio_{rows[1]['records'] // 1000}k_vs_{rows[0]['records'] // 1000}k"] = {
         "target": "<= 1.10", "measured": round(rows_ratio, 3), "met": rows_ratio <= 1.10
     }  # fmt: skip
-    peer = next(c for c in streams.values() if c["case"].startswith("stream webdataset"))
-    summary["stream_framelm_rows_vs_webdataset_samples_per_s"] = {
-        "target": "reported", "measured": round(rows[1]["records_per_s"] / peer["records_per_s"], 3), "met": True
-    }  # fmt: skip
+    for prefix, name in (("stream webdataset", "webdataset"), ("stream megatron-energon", "energon")):
+        peer = next(c for c in streams.values() if c["case"].startswith(prefix))
+        summary[f"stream_framelm_rows_vs_{name}_samples_per_s"] = {
+            "target": "reported", "measured": round(rows[1]["records_per_s"] / peer["records_per_s"], 3), "met": True
+        }  # fmt: skip
     for folder in ("images", "real", "shards_small", "shards_real-sized", "cache", "tiny"):
         shutil.rmtree(work / folder, ignore_errors=True)
     for path in (small_records, real_records):

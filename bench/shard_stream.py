@@ -4,10 +4,12 @@
     python bench/shard_stream.py SHARDS MODEL               # rows -> length rule (ids only: no media decoded)
     python bench/shard_stream.py SHARDS MODEL --reader webdataset   # peers on the same shards: json parsed, media
     python bench/shard_stream.py SHARDS MODEL --reader datasets     # bytes kept (webdataset / datasets' own reader)
+    python bench/shard_stream.py SHARDS MODEL --reader energon      # (after `energon prepare` of SHARDS)
 
 The stream is `data_prep.stream_for_training` (shuffled, measured, checked) read by a DataLoader with 2 workers, as
-the Trainer reads it (the peers' readers with the same DataLoader); the parent samples the resident memory of this
-process and its workers. Prints one JSON line.
+the Trainer reads it (webdataset's and `datasets`' readers with the same DataLoader; energon with its own loader and
+2 workers, its decoder off so that media stay bytes as with the other readers); the parent samples the resident
+memory of this process and its workers. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -50,6 +52,32 @@ def peer_stream(folder: str, reader: str):
     return datasets.load_dataset(folder, split="train", streaming=True)  # the dataset card's features
 
 
+def energon_loader(folder: str, workers: int, batch_size: int):
+    """energon's own loader of the train split (prepared by `energon prepare`): sequential, no shuffle buffer, samples
+    cooked from the json and the media bytes (the task encoder's decoder off), batches of their ids."""
+    from megatron.energon import Cooker, DefaultTaskEncoder, WorkerConfig, get_loader, get_train_dataset, stateless
+
+    @stateless
+    def cook(sample: dict) -> dict:
+        doc = json.loads(sample["json"])
+        return {"id": doc["id"], "media": [sample[m["name"]] for m in doc["media"] if m["name"] in sample]}
+
+    class Encoder(DefaultTaskEncoder):
+        decoder = None
+        cookers = [Cooker(cook)]
+
+        def encode_sample(self, sample: dict) -> dict:
+            return sample
+
+        def batch(self, samples: list[dict]) -> list[str]:
+            return [sample["id"] for sample in samples]
+
+    config = WorkerConfig(rank=0, world_size=1, num_workers=workers)
+    dataset = get_train_dataset(folder, batch_size=batch_size, shuffle_buffer_size=None, max_samples_per_sequence=None,
+                                worker_config=config, task_encoder=Encoder(), repeat=False)  # fmt: skip
+    return get_loader(dataset)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("shards")
@@ -58,7 +86,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-samples", type=int, help="Stream only this many records (the first of the shards).")
-    parser.add_argument("--reader", choices=("framelm", "webdataset", "datasets"), default="framelm")
+    parser.add_argument("--reader", choices=("framelm", "webdataset", "datasets", "energon"), default="framelm")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.reader == "framelm":
@@ -66,9 +94,12 @@ def main() -> None:
         data = DataArguments(dataset=args.shards, max_samples=args.max_samples)
         stream = stream_for_training(data, processor, max_length=512, seed=0)
         collate = FrameLMCollator(processor) if args.collate else ids_only
+        loader = DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
+    elif args.reader == "energon":
+        loader = energon_loader(args.shards, args.workers, args.batch_size)
     else:
-        stream, collate = peer_stream(args.shards, args.reader), keys_only
-    loader = DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
+        stream = peer_stream(args.shards, args.reader)
+        loader = DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers, collate_fn=keys_only)
     start, records, tokens = time.perf_counter(), 0, 0
     for batch in loader:
         if args.collate:

@@ -5,6 +5,7 @@ framelm env
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -36,7 +37,6 @@ def report() -> dict[str, str]:
 
 def devices() -> str:
     """The accelerators torch sees (name and memory of each), or the CPU with its core count."""
-    import os
 
     import torch
 
@@ -47,9 +47,14 @@ def devices() -> str:
             found.append(f"cuda:{index} {props.name} ({props.total_memory / 2**30:.0f} GiB)")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         found.append("mps")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    found.append(f"cpu ({cores} cores{'' if found else ', no accelerator'})")
+    found.append(f"cpu ({usable_cores()} cores{'' if found else ', no accelerator'})")
     return ", ".join(found)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset` narrows; `os.cpu_count()`
+    counts the machine's): every "use all cores" default in framelm counts these."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def main(argv: list[str]) -> int:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from framelm.training.atomic_write import folder_written_beside, foreign_entries, write_text_atomically
+from framelm.training.env import usable_cores
 
 if TYPE_CHECKING:  # numpy, PIL and tqdm load when frames are extracted, not when `framelm data` builds its parser
     import numpy as np
@@ -224,7 +225,7 @@ def extract_frames(
             report.failed[same[0]] = reason
         else:
             todo.append((same[0], folder))
-    with ProcessPoolExecutor(max_workers=num_proc or os.cpu_count() or 1) as pool:
+    with ProcessPoolExecutor(max_workers=num_proc or usable_cores()) as pool:
         futures = {pool.submit(extract_video, video, folder, interval, overwrite): video for video, folder in todo}
         for future in tqdm(as_completed(futures), total=len(futures), desc="extracting frames", unit="video"):
             video = futures[future]

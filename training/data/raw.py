@@ -9,8 +9,6 @@ into records. Large JSON Lines files are split by byte range across processes.
 
 from __future__ import annotations
 
-import os
-
 import datasets
 import pyarrow.compute as pc
 
@@ -18,6 +16,7 @@ from framelm.training.data.arguments import DataArguments
 from framelm.training.data.jsonio import file_stamp, iter_raw_records, jsonl_shards, sniff_layout
 from framelm.training.data.source_types import MixtureEntry
 from framelm.training.data.sources import table_rows
+from framelm.training.env import usable_cores
 
 PARALLEL_MIN_RECORDS = 50_000  # below this, worker processes cost more than they save
 CHUNK_RECORDS = 1000  # raw JSON records per stage-one row
@@ -39,7 +38,7 @@ def raw_dataset(entry: MixtureEntry, data: DataArguments) -> datasets.Dataset:
     if entry.is_table:
         return table_rows(entry, data)
     stamp = file_stamp(path)
-    workers = data.num_proc if data.num_proc is not None else (os.cpu_count() or 1)
+    workers = data.num_proc if data.num_proc is not None else usable_cores()
     big = stamp[1] > PARALLEL_BYTES
     shards = jsonl_shards(path, workers) if big and workers > 1 and sniff_layout(path) == "lines" else [None]
     return datasets.Dataset.from_generator(
@@ -86,9 +85,10 @@ def first_rows(raw: datasets.Dataset, count: int) -> dict[str, list]:
 
 
 def map_workers(num_proc: int | None, records: int, rows: int) -> int | None:
-    """Processes for a `Dataset.map` over `records` in `rows` batches: every core for large inputs, one for small
-    ones (workers cost ~1 s to start); `num_proc` when the user set it."""
+    """Processes for work over `records` records in `rows` pieces (a `Dataset.map`'s batches, convert's shards):
+    every core for large inputs, one for small ones (workers cost ~1 s to start); `num_proc` when the user set it.
+    None means one (as `Dataset.map` takes it)."""
     if num_proc is None:
-        num_proc = (os.cpu_count() or 1) if records >= PARALLEL_MIN_RECORDS else 1
+        num_proc = usable_cores() if records >= PARALLEL_MIN_RECORDS else 1
     num_proc = min(num_proc, rows)
     return num_proc if num_proc > 1 else None

@@ -37,6 +37,7 @@ from framelm.training.atomic_write import folder_written_beside
 from framelm.training.data.embedded import extension_of
 from framelm.training.data.paths import is_remote
 from framelm.training.data.policy import apply_bad_record_policy, require_records
+from framelm.training.data.raw import map_workers
 from framelm.training.data.sample import Media, RecordProblem
 from framelm.training.data.shards import (
     HUB_SPLIT_NAMES,
@@ -55,7 +56,6 @@ SHARD_MTIME = 946_684_800  # 2000-01-01: every member's mtime, so that a shard's
 MEMBER_MODE = 0o444
 WRITE_BUFFER = 4 << 20  # bytes gathered before one write() to the shard
 SENDFILE_FROM = 256 << 10  # media files at least this large are copied by the kernel (os.sendfile), not through Python
-PARALLEL_MIN_RECORDS = 50_000  # a dataset at least this large is written with every core unless --num-proc says
 
 
 @dataclass
@@ -179,9 +179,7 @@ def _run(
 ) -> list[ShardResult]:
     if not tasks:
         return []
-    if num_proc is None:  # workers cost ~0.5 s to start: every core for a large dataset only
-        num_proc = len(os.sched_getaffinity(0)) if len(dataset) >= PARALLEL_MIN_RECORDS else 1
-    workers = min(num_proc, len(tasks))
+    workers = map_workers(num_proc, len(dataset), len(tasks)) or 1
     jobs = [(name, number, first, indices, folder, keep_bad) for name, number, first, indices in tasks]
     progress = tqdm(total=sum(len(task[3]) for task in tasks), desc="writing shards", unit="record")
     results = []

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from framelm.training.data.embedded import check_embedded, embedded_positions
 from framelm.training.data.loading import LoadedSamples, load_samples
 from framelm.training.data.media_check import WARNING_KINDS, MediaCheck, check_media_file
 from framelm.training.data.sample import Media, RecordProblem
+from framelm.training.env import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def media_problems(
             return check_embedded(Media.from_row(flat[job].as_py()), lambda k, p: check_media_file(k, p, media))
         return check_media_file(*job, media)
 
-    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
+    workers = num_workers or min(8, 2 * usable_cores())
     with ThreadPoolExecutor(workers) as pool:
         results = dict(
             zip(jobs, tqdm(pool.map(check, jobs.values()), total=len(jobs), desc="checking media", unit="file"),

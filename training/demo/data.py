@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from framelm.training.data.media_writer import write_mp4
+from framelm.training.env import usable_cores
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40)}
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -147,7 +147,7 @@ def write_split(out_dir: Path, counts: dict[str, int], seed: int) -> Path:
     kinds = [kind for kind, count in counts.items() for _ in range(count)]
     random.Random(seed).shuffle(kinds)
     jobs = [(kind, i, out_dir, f"{seed}-{i}") for i, kind in enumerate(kinds)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     # spawn: the caller may hold threads (torch) that a forked child must not inherit
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
         drawn = pool.map(_draw_record, jobs, chunksize=max(1, len(jobs) // (8 * cores)))

@@ -17,6 +17,8 @@ import os
 import sys
 from contextlib import contextmanager
 
+from framelm.training.env import usable_cores
+
 logger = logging.getLogger(__name__)
 
 
@@ -167,7 +169,7 @@ def share_cores_with_workers(num_workers: int) -> None:
 
     if num_workers == 0 or torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     threads = max(1, cores - num_workers)
     if threads < torch.get_num_threads():
         logger.info("CPU training: %d torch thread(s), the other cores to %d DataLoader workers", threads, num_workers)
