@@ -104,3 +104,17 @@ def tiny_model(work: Path) -> Path:
 
         build_tiny_framelm(folder)
     return folder
+
+
+def train_step_rate() -> tuple[float | None, str]:
+    """Fastest framelm training step of bench 3 in samples/s, and what it was read from."""
+    path = RESULTS_DIR / "train_step.json"
+    if not path.exists():
+        return None, "bench 3 not run yet"
+    try:
+        cases = json.loads(path.read_text())["cases"]
+        rates = {c["case"]: c["batch_size"] / c["framelm"]["median_s"] for c in cases if c.get("framelm")}
+        fastest = max(rates, key=rates.get)
+        return rates[fastest], f"{path.name} {fastest}"
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        return None, f"bench 3 result unreadable ({type(err).__name__}: {err})"

@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from common import RESULTS_DIR, median, write_results  # noqa: E402
+from common import median, train_step_rate, write_results  # noqa: E402
 from frame_sampling import FPS, SIZES, scene_frames  # noqa: E402
 
 TARGET_RATIO = 2.0  # Benchmarks issue, item 6: >= 2x the transformers path's samples/s ...
@@ -167,20 +167,6 @@ def check_equal_work(ours, peer, dataset) -> dict:
             "input_ids_identical": torch.equal(a["input_ids"], b["input_ids"]),
             "sequence_length": a["input_ids"].shape[1],
             "text_tokens": a["input_ids"].shape[1] - peers.tokens_per_video()}  # fmt: skip
-
-
-def train_step_rate() -> tuple[float | None, str]:
-    """Fastest framelm training step of bench 3 in samples/s, and what it was read from."""
-    path = RESULTS_DIR / "train_step.json"
-    if not path.exists():
-        return None, "bench 3 not run yet"
-    try:
-        cases = json.loads(path.read_text())["cases"]
-        rates = {c["case"]: c["batch_size"] / c["framelm"]["median_s"] for c in cases if c.get("framelm")}
-        fastest = max(rates, key=rates.get)
-        return rates[fastest], f"{path.name} {fastest}"
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
-        return None, f"bench 3 result unreadable ({type(err).__name__}: {err})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,12 +56,16 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
             continue
         result = json.loads(path.read_text())
         for key, entry in result["summary"].items():
-            if not isinstance(entry, dict) or "target" not in entry or entry["target"] == "reported":
+            if not isinstance(entry, dict) or "target" not in entry:
                 continue
+            if entry["target"] == "reported" and not isinstance(entry.get("measured"), int | float):
+                continue  # a reported record (versions, equivalence details) rather than a figure
             worst = f" (worst: {entry['worst_case']})" if entry.get("worst_case") else ""
             if "writing_phase_only" in entry:  # convert's own writing phase, without Python's start and the reading
                 worst += f" (writing phase alone: {_measured(entry['writing_phase_only'])})"
-            met = "yes" if entry.get("met") else "**no**"
+            if "after_validate" in entry:  # the records read and checked by `data validate` first, into the cache
+                worst += f" (after validate: {_measured(entry['after_validate'])})"
+            met = "-" if entry["target"] == "reported" else "yes" if entry.get("met") else "**no**"
             rows.append(f"| {label} | {key}: {entry['target']} | {_measured(entry['measured'])}{worst} | {met} |")
         machine = result["machine"]
         versions = ", ".join(f"{lib} {version}" for lib, version in machine["versions"].items() if version)
