@@ -166,12 +166,12 @@ def _complete_shards(partial: Path) -> dict[str, ShardResult]:
     return done
 
 
-_DATASET: datasets.Dataset | None = None  # the rows, set once per worker process
+_ROWS: datasets.Dataset | None = None  # the rows in Arrow format, set once per worker process
 
 
 def _init_worker(dataset: datasets.Dataset) -> None:
-    global _DATASET
-    _DATASET = dataset
+    global _ROWS
+    _ROWS = dataset.with_format("arrow")
 
 
 def _run(
@@ -207,10 +207,11 @@ def _write_shard(job: tuple) -> ShardResult:
     result = ShardResult(name=_shard_name(split, number))
     final = os.path.join(folder, result.name)
     partial = os.path.join(folder, f".{result.name}.partial")
-    # rows in Arrow batches, converted to plain Python rows in C++: `datasets`' per-row formatting costs more than
-    # reading the media and writing the tar together
-    table = _DATASET.select(indices).with_format("arrow")
-    rows = (row for batch in table.iter(ROWS_PER_READ) for row in batch.to_pylist())
+    # rows gathered as Arrow tables, made contiguous and converted to Python rows in C++: `datasets`' per-row
+    # formatting, a `select` per shard (it deep-copies the dataset's info) or `to_pylist` over the gathered one-row
+    # pieces each cost more than reading the media and writing the tar together
+    rows = (row for start in range(0, len(indices), ROWS_PER_READ)
+            for row in _ROWS[indices[start : start + ROWS_PER_READ]].combine_chunks().to_pylist())  # fmt: skip
     with TarShard(partial) as sink:
         for offset, row in enumerate(rows):
             try:
