@@ -16,13 +16,15 @@ Part `shards` (`bench/shard_scale.py`): `framelm data convert --to webdataset` n
 on small records (one 32x32 JPEG file each, as in LLaVA's pretraining data) and on real-sized media mixed like
 LLaVA-Video's (30 % text only, 40 % one or two ~100 KB JPEGs, 30 % a 1-5 MB mp4); targets >= 0.5x tar's records/s
 (small) and MB/s (real-sized). Then the shards streamed back with 2 DataLoader workers the way `framelm train` streams
-them (`bench/shard_stream.py`) next to webdataset's and `datasets`' readers of the same shards, and the streaming
-process tree's peak resident memory for a small and the whole stream (target: within 10 %). --quick: 20,000 small
-and 300 real-sized records; full: 1,000,000 small and 4,000 real-sized (a million real-sized records are a terabyte).
+them (`bench/shard_stream.py`) next to webdataset's, `datasets`' and megatron-energon's readers of the same shards,
+and the streaming process tree's peak resident memory for a small and the whole stream (target: within 10 %).
+--quick: 20,000 small and 300 real-sized records; full: 1,000,000 small and 4,000 real-sized (a million real-sized
+records are a terabyte).
 
-Each command runs in its own process with a cold `datasets` cache, and the resident memory of its whole process tree
-(workers included) is sampled every 50 ms. Wall times on a machine shared with other jobs depend on its load: each
-case also records its CPU seconds and the load average it started under.
+Each command runs in its own process with a cold `datasets` cache (convert also once after `data validate` filled it),
+and the resident memory of its whole process tree (workers included) is sampled every 50 ms. Wall times on a machine
+shared with other jobs depend on its load: each case also records its CPU seconds and the load average it started
+under.
 """
 
 from __future__ import annotations
