@@ -104,7 +104,7 @@ def convert_vs_tar(
 ) -> list[dict]:
     """`tar -cf`, a hand-written `webdataset.ShardWriter` loop and `framelm data convert --to webdataset` of the same
     files, alternating, the best of `rounds` runs each. Convert runs cold (no `datasets` cache: it reads and checks
-    every record) and, as the issue's workflow has it, after `framelm data validate --no-media-check` with the same
+    every record) and, for a user who validated first, after `framelm data validate --no-media-check` with the same
     cache (untimed): the records are then read and checked once, by validate, and convert only writes."""
     n = sum(1 for _ in open(records, "rb"))
     peer_out = work / f"peer_shards_{label}"
@@ -250,12 +250,12 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
     summary[f"stream_peak_rss_ratio_{rows[1]['records'] // 1000}k_vs_{rows[0]['records'] // 1000}k"] = {
         "target": "<= 1.10", "measured": round(rows_ratio, 3), "met": rows_ratio <= 1.10
     }  # fmt: skip
-    collated_rate = next(c for c in streams.values() if c["case"].startswith("stream framelm collated"))
+    collated_case = next(c for c in streams.values() if c["case"].startswith("stream framelm collated"))
     step, step_source = train_step_rate()
     summary["stream_collated_vs_train_step"] = {
         "target": "> 1x bench 3's step samples/s (fastest case)",
-        "measured": round(collated_rate["records_per_s"] / step, 2) if step else None,
-        "met": collated_rate["records_per_s"] > step if step else None, "source": step_source,
+        "measured": round(collated_case["records_per_s"] / step, 2) if step else None,
+        "met": collated_case["records_per_s"] > step if step else None, "source": step_source,
     }  # fmt: skip
     for prefix, name in (("stream webdataset", "webdataset"), ("stream megatron-energon", "energon")):
         peer = next(c for c in streams.values() if c["case"].startswith(prefix))
