@@ -22,10 +22,9 @@ and the streaming process tree's peak resident memory for a small and the whole 
 records are a terabyte).
 
 Each command runs in its own process with a cold `datasets` cache (convert also once after `data validate` filled it),
-and the resident memory of its whole process tree (workers included) is sampled every 50 ms (and its proportional
-set size, which counts a page shared by forked workers once, every 0.5 s). Wall times on a machine
-shared with other jobs depend on its load: each case also records its CPU seconds and the load average it started
-under.
+and the resident memory of its whole process tree (workers included) is sampled every 50 ms (its proportional set
+size, which counts a page shared by forked workers once, every 0.5 s). Wall times on a machine shared with other jobs
+depend on its load: each case also records its CPU seconds and the load average it started under.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ def report() -> dict[str, str]:
 
 def devices() -> str:
     """The accelerators torch sees (name and memory of each), or the CPU with its core count."""
-
     import torch
 
     found = []

@@ -350,3 +350,27 @@ def test_the_cards_webdataset_example_opens_exactly_the_shards_written(tmp_path,
     assert shown == pattern
     samples = list(webdataset.WebDataset(str(tmp_path / "wds" / shown), shardshuffle=False))
     assert len(samples) == 16  # every train sample, from shards that all exist
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_shards_hold_the_seeded_order_of_a_filtered_dataset(tmp_path, llava_media, num_proc):
+    """The writer gathers rows by position: through a dataset's indices mapping (a filter, a shuffle) too, in the
+    seeded permutation, whether one process writes or several."""
+    import tarfile
+
+    import numpy as np
+
+    from framelm.training.data.loading import load_samples
+    from framelm.training.data.shard_writer import write_webdataset
+
+    dataset = load_samples(DataArguments(dataset=str(llava_media), cache_dir=str(tmp_path / "cache"))).dataset
+    dataset = dataset.shuffle(seed=7).filter(lambda row: row["id"] != "r5")  # both leave an indices mapping
+    out = tmp_path / "wds"
+    counts = write_webdataset(dataset, str(out), split=(1, 0, 0), shard_size=3, seed=11, num_proc=num_proc)
+    written = []
+    for path in sorted(out.glob("train-*.tar")):
+        with tarfile.open(path) as tar:
+            written += [json.load(tar.extractfile(m))["id"] for m in tar if m.name.endswith(".json")]
+    expected = [dataset[int(i)]["id"] for i in np.random.default_rng(11).permutation(len(dataset))]
+    assert counts == {"train": RECORDS - 1}
+    assert written == expected and "r5" not in written
