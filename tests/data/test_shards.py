@@ -353,20 +353,23 @@ def test_the_cards_webdataset_example_opens_exactly_the_shards_written(tmp_path,
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])
-def test_shards_hold_the_seeded_order_of_a_filtered_dataset(tmp_path, llava_media, num_proc):
+def test_shards_hold_the_seeded_order_of_a_filtered_dataset(tmp_path, llava_media, num_proc, monkeypatch):
     """The writer gathers rows by position: through a dataset's indices mapping (a filter, a shuffle) too, in the
-    seeded permutation, whether one process writes or several."""
+    seeded permutation, whether one process writes or several, and whether the rows are copied into one table or
+    gathered from the memory map (a dataset over `CONTIGUOUS_ROWS_BYTES`): the same bytes either way."""
     import tarfile
 
     import numpy as np
 
+    from framelm.training.data import shard_writer
     from framelm.training.data.loading import load_samples
-    from framelm.training.data.shard_writer import write_webdataset
 
     dataset = load_samples(DataArguments(dataset=str(llava_media), cache_dir=str(tmp_path / "cache"))).dataset
     dataset = dataset.shuffle(seed=7).filter(lambda row: row["id"] != "r5")  # both leave an indices mapping
     out = tmp_path / "wds"
-    counts = write_webdataset(dataset, str(out), split=(1, 0, 0), shard_size=3, seed=11, num_proc=num_proc)
+    counts = shard_writer.write_webdataset(
+        dataset, str(out), split=(1, 0, 0), shard_size=3, seed=11, num_proc=num_proc
+    )
     written = []
     for path in sorted(out.glob("train-*.tar")):
         with tarfile.open(path) as tar:
@@ -374,3 +377,10 @@ def test_shards_hold_the_seeded_order_of_a_filtered_dataset(tmp_path, llava_medi
     expected = [dataset[int(i)]["id"] for i in np.random.default_rng(11).permutation(len(dataset))]
     assert counts == {"train": RECORDS - 1}
     assert written == expected and "r5" not in written
+    monkeypatch.setattr(shard_writer, "CONTIGUOUS_ROWS_BYTES", 0)  # every dataset is gathered from the memory map
+    shard_writer.write_webdataset(dataset, str(tmp_path / "mapped"), split=(1, 0, 0), shard_size=3, seed=11,
+                                  num_proc=num_proc)  # fmt: skip
+    assert sorted(out.glob("*.tar")) and all(
+        path.read_bytes() == (tmp_path / "mapped" / path.name).read_bytes() for path in out.glob("*.tar")
+    )
+    assert sorted(p.name for p in out.glob("*.tar")) == sorted(p.name for p in (tmp_path / "mapped").glob("*.tar"))

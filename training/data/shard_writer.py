@@ -38,7 +38,7 @@ from framelm.training.data.embedded import extension_of
 from framelm.training.data.paths import is_remote
 from framelm.training.data.policy import apply_bad_record_policy, require_records
 from framelm.training.data.raw import map_workers
-from framelm.training.data.sample import Media, RecordProblem
+from framelm.training.data.sample import RecordProblem
 from framelm.training.data.shards import (
     HUB_SPLIT_NAMES,
     SHARD_FORMAT,
@@ -51,6 +51,7 @@ from framelm.training.data.sources import SHARD_MANIFEST
 logger = logging.getLogger(__name__)
 
 ROWS_PER_READ = 256  # rows (with their embedded media bytes) read from the Arrow dataset at a time
+CONTIGUOUS_ROWS_BYTES = 1 << 30  # rows up to this size are copied once into one table: a `take` from it is 15x faster
 ENERGON_DATASET_YAML = "__module__: megatron.energon\n__class__: CrudeWebdataset\n"
 SHARD_MTIME = 946_684_800  # 2000-01-01: every member's mtime, so that a shard's bytes depend on its content only
 MEMBER_MODE = 0o444
@@ -166,12 +167,34 @@ def _complete_shards(partial: Path) -> dict[str, ShardResult]:
     return done
 
 
-_ROWS: datasets.Dataset | None = None  # the rows in Arrow format, set once per worker process
+class Rows:
+    """A dataset's rows as Python dicts, gathered by position in the order asked (through the dataset's indices
+    mapping, as `dataset[positions]` would).
+
+    The Arrow file holds a record batch per 1,000 rows, so a shard's rows, drawn from everywhere, are 1,000 one-row
+    slices: `datasets` gathers them one by one and `to_pylist` converts 1,000 pieces (14 us a row at 1M rows, more than
+    reading the media and writing the tar together). A dataset of at most `CONTIGUOUS_ROWS_BYTES` (a million LLaVA
+    records with their paths are 250 MB) is copied once into one table, before the workers fork (they share it), and
+    `take` gathers from it in C++ (5 us a row, conversion included). Larger ones, with media bytes inside, are
+    gathered from the memory map in pieces of `ROWS_PER_READ`, each made contiguous before it is converted."""
+
+    def __init__(self, dataset: datasets.Dataset):
+        table = dataset.data.table
+        self.mapping = None if dataset._indices is None else dataset._indices.column(0).to_numpy()
+        self.table = table.combine_chunks() if table.nbytes <= CONTIGUOUS_ROWS_BYTES else None
+        self.dataset = dataset.with_format("arrow")
+
+    def __call__(self, positions: np.ndarray):
+        if self.table is None:
+            for start in range(0, len(positions), ROWS_PER_READ):
+                yield from self.dataset[positions[start : start + ROWS_PER_READ]].combine_chunks().to_pylist()
+            return
+        rows = positions if self.mapping is None else self.mapping[positions]
+        for start in range(0, len(rows), ROWS_PER_READ):
+            yield from self.table.take(rows[start : start + ROWS_PER_READ]).to_pylist()
 
 
-def _init_worker(dataset: datasets.Dataset) -> None:
-    global _ROWS
-    _ROWS = dataset.with_format("arrow")
+_ROWS: Rows | None = None  # the dataset's rows, set before the workers fork
 
 
 def _run(
@@ -183,11 +206,12 @@ def _run(
     jobs = [(name, number, first, indices, folder, keep_bad) for name, number, first, indices in tasks]
     progress = tqdm(total=sum(len(task[3]) for task in tasks), desc="writing shards", unit="record")
     results = []
+    global _ROWS
+    _ROWS = Rows(dataset)
     if workers <= 1:
-        _init_worker(dataset)
         outputs = map(_write_shard, jobs)
-    else:  # fork: the workers inherit the memory-mapped rows instead of receiving them
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(dataset,))
+    else:  # fork: the workers inherit the rows instead of receiving them
+        pool = multiprocessing.get_context("fork").Pool(workers)
         outputs = pool.imap_unordered(_write_shard, jobs)
     try:
         for result in outputs:
@@ -197,6 +221,7 @@ def _run(
         progress.close()
         if workers > 1:
             pool.terminate()
+        _ROWS = None
     return results
 
 
@@ -207,15 +232,10 @@ def _write_shard(job: tuple) -> ShardResult:
     result = ShardResult(name=_shard_name(split, number))
     final = os.path.join(folder, result.name)
     partial = os.path.join(folder, f".{result.name}.partial")
-    # rows gathered as Arrow tables, made contiguous and converted to Python rows in C++: `datasets`' per-row
-    # formatting, a `select` per shard (it deep-copies the dataset's info) or `to_pylist` over the gathered one-row
-    # pieces each cost more than reading the media and writing the tar together
-    rows = (row for start in range(0, len(indices), ROWS_PER_READ)
-            for row in _ROWS[indices[start : start + ROWS_PER_READ]].combine_chunks().to_pylist())  # fmt: skip
     with TarShard(partial) as sink:
-        for offset, row in enumerate(rows):
+        for offset, row in enumerate(_ROWS(indices)):
             try:
-                members, media = _media_members([Media.from_row(m) for m in row["media"]])
+                members, media = _media_members(row["media"])
             except (OSError, ValueError) as err:
                 fix = "fix or replace the media file (framelm data validate checks them all)"
                 result.problems.append(RecordProblem(row["where"], f"cannot read its media: {err}", fix, id=row["id"],
@@ -240,18 +260,13 @@ def _write_shard(job: tuple) -> ShardResult:
 
 
 class OpenFile:
-    """A media file opened once: its size from the open descriptor, its bytes copied into the shard from it (never
-    read into Python when large). The size is checked against what was copied: a file changing meanwhile is an
-    error, not a corrupt member."""
+    """A large media file, open: its size from the open descriptor, its bytes copied into the shard by the kernel,
+    never read into Python. The size is checked against what was copied: a file changing meanwhile is an error, not a
+    corrupt member."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
-        try:
-            self.size = os.fstat(self.fd).st_size
-        except OSError:
-            os.close(self.fd)
-            raise
+    def __init__(self, path: str, fd: int):
+        self.path, self.fd = path, fd
+        self.size = os.fstat(fd).st_size
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -277,11 +292,6 @@ class TarShard:
         self.buffer += ustar_header(name, size)
         if isinstance(content, bytes):
             self.buffer += content
-        elif size < SENDFILE_FROM:
-            data = os.pread(content.fd, size, 0)
-            if len(data) != size:
-                raise OSError(f"{content.path} changed while it was copied ({size} bytes expected, {len(data)} read)")
-            self.buffer += data
         else:
             self.flush()
             self._sendfile(content, size)
@@ -338,35 +348,40 @@ def ustar_header(name: str, size: int) -> bytes:
                      b"%06o\x00 " % checksum, _HEADER_TAIL))  # fmt: skip
 
 
-def _media_members(media: list[Media]) -> tuple[list[tuple[str, bytes | OpenFile]], list[dict]]:
-    """([(member name, bytes or an open local file)], the json's media entries) of one sample. Every file is opened
-    before any member is written, so a sample whose media cannot all be read writes nothing (its files are closed)."""
+def _media_members(media: list[dict]) -> tuple[list[tuple[str, bytes | OpenFile]], list[dict]]:
+    """([(member name, bytes or an open local file)], the json's media entries) of one sample's media rows (the
+    `SAMPLE_FEATURES` layout, read as dicts: a `Media` per row costs more than copying a small file). Every file is
+    opened before any member is written, so a sample whose media cannot all be read writes nothing (its files are
+    closed)."""
     members, entries = [], []
     try:
         for index, item in enumerate(media):
-            if item.kind != "frames":
-                content = item.data if item.data is not None else _open(item.path)
-                if item.data is not None:
-                    extension = extension_of(content, item.path)
+            kind, path, data = item["kind"], item["path"], item["bytes"]
+            if kind != "frames":
+                if data is not None:
+                    content, extension = data, extension_of(data, path)
                 else:  # a file's own extension, else one read from its first bytes
-                    extension = extension_of(b"", item.path, "") or extension_of(_head(content), "")
+                    content = _open(path)
+                    extension = extension_of(b"", path, "") or extension_of(_head(content), "")
                 name = f"{index}{extension}"
                 members.append((name, content))
-                entries.append({"kind": item.kind, "name": name, "frames": [], "fps": None})
+                entries.append({"kind": kind, "name": name, "frames": [], "fps": None})
                 continue
-            if item.frames:
-                frames = [(f.data if f.data is not None else _read(f.path), f.path) for f in item.frames]
-                fps = item.fps
+            if item["frames"]:
+                frames = [
+                    (f["bytes"] if f["bytes"] is not None else _read(f["path"]), f["path"]) for f in item["frames"]
+                ]
+                fps = item["fps"]
             else:  # a frame folder: its frames in the processor's order, and its <folder>.json frame rate
                 from framelm.processing.media_framelm import _folder_fps, _frame_names  # the processor's own reading
 
-                names = _frame_names(item.path)
-                frames = [(_read(os.path.join(item.path, n)), n) for n in names]
-                fps = _folder_fps(item.path)
+                names = _frame_names(path)
+                frames = [(_read(os.path.join(path, n)), n) for n in names]
+                fps = _folder_fps(path)
             names = []
-            for number, (data, original) in enumerate(frames, start=1):
-                names.append(f"{index}.{number:05d}{extension_of(data, original, '.jpg')}")
-                members.append((names[-1], data))
+            for number, (content, original) in enumerate(frames, start=1):
+                names.append(f"{index}.{number:05d}{extension_of(content, original, '.jpg')}")
+                members.append((names[-1], content))
             entries.append({"kind": "frames", "name": str(index), "frames": names, "fps": fps})
     except BaseException:
         for _, content in members:
@@ -376,12 +391,26 @@ def _media_members(media: list[Media]) -> tuple[list[tuple[str, bytes | OpenFile
     return members, entries
 
 
+_SMALL_FILE = memoryview(bytearray(SENDFILE_FROM))  # where a media file's first read lands (one per process)
+
+
 def _open(path: str) -> bytes | OpenFile:
+    """A media file's content: a small file's bytes (one read, which ends short of `SENDFILE_FROM`: open, read,
+    close, no stat) or a large file open for `os.sendfile`."""
     if is_remote(path):  # the policy of data/paths.py; samples reach here resolved by it
         from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
 
         return fetch_bytes(path, FetchLimits())
-    return OpenFile(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.preadv(fd, [_SMALL_FILE], 0)
+        if size < SENDFILE_FROM:
+            return bytes(_SMALL_FILE[:size])
+        large, fd = OpenFile(path, fd), -1  # closed by its owner from here
+        return large
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _head(content: bytes | OpenFile) -> bytes:
