@@ -8,11 +8,11 @@ Run through `python bench/data_scale.py --part shards [--quick]`; what is measur
   vs `shard_writer_peer.py` (the `webdataset.ShardWriter` loop a user would write: no checks, no shuffle, one process);
 - real-sized media: records mixed like LLaVA-Video's (30 % text only, 40 % with one or two ~100 KB JPEGs, 30 % with a
   1-5 MB mp4: bytes of that size with an mp4 header, which convert copies and never decodes), same two commands;
-- each command twice, alternating, best of the two in a --quick run, once in a full run (all read files the
-  generator has just written, from the page cache); convert cold (no `datasets` cache) and after `framelm data
-  validate` filled it (the records read and checked once); records/s and MB/s (output bytes a second) of the whole
-  command, and of convert's writing phase alone (its log line: the rest is Python's start, imports and reading the
-  records);
+- each command twice, alternating, best of the two (every round's time recorded), dirty pages flushed before each
+  (all read files the generator has just written, from the page cache); convert cold (no `datasets` cache) and
+  after `framelm data validate` filled it (the records read and checked once); records/s and MB/s (output bytes a
+  second) of the whole command, and of convert's writing phase alone (its log line: the rest is Python's start,
+  imports and reading the records);
 - streaming read-back with 2 DataLoader workers: framelm's training stream (`data_prep.stream_for_training`: seeded
   shuffle, the length rule's token counts, no media decoded; and collated batches for a few thousand records),
   `webdataset.WebDataset` (json parsed, media bytes kept), `datasets.load_dataset(folder, streaming=True)` and
@@ -125,6 +125,7 @@ def convert_vs_tar(
         if after_validate:
             before[name] = validate
     best: dict[str, dict] = {}
+    runs: dict[str, list[float]] = {}  # every round's seconds, recorded beside the best
     for _ in range(rounds):
         for name, command in commands.items():
             shutil.rmtree(cache, ignore_errors=True)  # cold, unless the validate below fills it
@@ -145,12 +146,14 @@ def convert_vs_tar(
                 result |= {"writer_seconds": float(seconds), "writer_records_per_s": int(records_per_s),
                            "writer_media_mb_per_s": float(media_mb_per_s),
                            "writer_mb_per_s": round(result["output_mb"] / float(seconds), 1)}  # fmt: skip
+            runs.setdefault(name, []).append(result["seconds"])
             if name not in best or result["seconds"] < best[name]["seconds"]:
                 best[name] = result
     cases = []
     for name, result in best.items():
         result |= {
             "case": f"{label}: {name}",
+            "seconds_each_round": runs[name],
             "records": n,
             "output_mb": round(result["output_mb"], 1),
             "records_per_s": round(n / result["seconds"]),
@@ -197,9 +200,9 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
     print(f"generated {n_small:,} small and {n_real:,} real-sized records with their files in "
           f"{time.perf_counter() - start:.1f} s ({real_mb:,.0f} MB of real-sized media)")  # fmt: skip
 
-    rounds = 2 if quick else 1  # a full run's commands take minutes each: once is enough to be steady
-    small = convert_vs_tar(work, small_records, "images", "small", run, num_procs=(1, 2), rounds=rounds)
-    real = convert_vs_tar(work, real_records, "real", "real-sized", run, rounds=rounds)
+    # best of two rounds: one command's time varies by up to 1.6x with the page cache's state (tar: 7-11 s at 1M)
+    small = convert_vs_tar(work, small_records, "images", "small", run, num_procs=(1, 2))
+    real = convert_vs_tar(work, real_records, "real", "real-sized", run)
     cases += small + real
     by_case = {c["case"]: c for c in cases}
     for label, key, unit in (("small", "records_per_s", "records/s"), ("real-sized", "mb_per_s", "MB/s")):

@@ -46,3 +46,23 @@ def test_each_kind_of_source_is_chosen_once_and_loads_and_streams_the_same_sampl
 def test_no_data_is_refused_before_anything_is_read():
     with pytest.raises(ValueError, match="no data given"):
         open_source(DataArguments())
+
+
+def test_loading_tunes_the_collector_for_its_pass_and_restores_the_process_settings(tmp_path, llava_data):
+    """`few_collections` holds for a pass over the records (its map workers fork inside it) and gives the process its
+    own collector settings back after it, also when the pass fails."""
+    import gc
+    import multiprocessing
+
+    from framelm.training.data.loading import load_samples
+    from framelm.training.data.raw import COLLECT_EVERY, few_collections
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError, match="a failing pass"), few_collections():
+        assert gc.get_threshold() == COLLECT_EVERY and gc.get_freeze_count() > 0
+        with multiprocessing.get_context("fork").Pool(1) as pool:  # a worker forked inside inherits it
+            assert pool.apply(gc.get_threshold) == COLLECT_EVERY
+        raise RuntimeError("a failing pass")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    loaded = load_samples(DataArguments(dataset=str(llava_data), cache_dir=str(tmp_path / "cache")))
+    assert loaded.total == 6 and gc.get_threshold() == before and gc.get_freeze_count() == 0

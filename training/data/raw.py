@@ -9,6 +9,10 @@ into records. Large JSON Lines files are split by byte range across processes.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import datasets
 import pyarrow.compute as pc
 
@@ -18,6 +22,7 @@ from framelm.training.data.source_types import MixtureEntry
 from framelm.training.data.sources import table_rows
 from framelm.training.env import usable_cores
 
+COLLECT_EVERY = (20_000, 20, 20)  # `gc.set_threshold` during a pass over the records (Python's default: 700, 10, 10)
 PARALLEL_MIN_RECORDS = 50_000  # below this, worker processes cost more than they save
 CHUNK_RECORDS = 1000  # raw JSON records per stage-one row
 PARALLEL_BYTES = 64 * 1024 * 1024  # only JSON Lines files larger than this are split across processes
@@ -92,3 +97,20 @@ def map_workers(num_proc: int | None, records: int, rows: int) -> int | None:
         num_proc = usable_cores() if records >= PARALLEL_MIN_RECORDS else 1
     num_proc = min(num_proc, rows)
     return num_proc if num_proc > 1 else None
+
+
+@contextmanager
+def few_collections() -> Iterator[None]:
+    """Python's cyclic collector set for a pass over a million records: every record makes a few dozen containers
+    that die young, and at the default threshold a collection runs every 700 of them, scanning what is alive (a
+    tenth of the time goes there). Inside, what exists already (modules, the dataset objects) is frozen out of the
+    scans and a collection runs every `COLLECT_EVERY[0]` new containers; the process's settings are restored after.
+    `Dataset.map` and convert's workers fork from inside and inherit it. Loading 1M LLaVA records: 14.5 -> 12.4 s."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*COLLECT_EVERY)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()

@@ -37,7 +37,7 @@ from framelm.training.atomic_write import folder_written_beside
 from framelm.training.data.embedded import extension_of
 from framelm.training.data.paths import is_remote
 from framelm.training.data.policy import apply_bad_record_policy, require_records
-from framelm.training.data.raw import map_workers
+from framelm.training.data.raw import few_collections, map_workers
 from framelm.training.data.sample import RecordProblem
 from framelm.training.data.shards import (
     HUB_SPLIT_NAMES,
@@ -205,21 +205,20 @@ def _run(
     workers = map_workers(num_proc, len(dataset), len(tasks)) or 1
     jobs = [(name, number, first, indices, folder, keep_bad) for name, number, first, indices in tasks]
     progress = tqdm(total=sum(len(task[3]) for task in tasks), desc="writing shards", unit="record")
-    results = []
     global _ROWS
     _ROWS = Rows(dataset)
-    if workers <= 1:
-        outputs = map(_write_shard, jobs)
-    else:  # fork: the workers inherit the rows instead of receiving them
-        pool = multiprocessing.get_context("fork").Pool(workers)
-        outputs = pool.imap_unordered(_write_shard, jobs)
+    results, pool = [], None
     try:
-        for result in outputs:
-            results.append(result)
-            progress.update(result.records + len(result.problems))
+        with few_collections():  # the workers fork inside it: they inherit it, and the rows
+            if workers > 1:
+                pool = multiprocessing.get_context("fork").Pool(workers)
+            outputs = pool.imap_unordered(_write_shard, jobs) if pool else map(_write_shard, jobs)
+            for result in outputs:
+                results.append(result)
+                progress.update(result.records + len(result.problems))
     finally:
         progress.close()
-        if workers > 1:
+        if pool:
             pool.terminate()
         _ROWS = None
     return results
