@@ -64,5 +64,10 @@ def test_loading_tunes_the_collector_for_its_pass_and_restores_the_process_setti
             assert pool.apply(gc.get_threshold) == COLLECT_EVERY
         raise RuntimeError("a failing pass")
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with few_collections():
+        with few_collections():
+            pass
+        assert gc.get_threshold() == COLLECT_EVERY and gc.get_freeze_count() > 0  # an inner pass leaves the outer's
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     loaded = load_samples(DataArguments(dataset=str(llava_data), cache_dir=str(tmp_path / "cache")))
     assert loaded.total == 6 and gc.get_threshold() == before and gc.get_freeze_count() == 0

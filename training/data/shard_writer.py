@@ -4,8 +4,9 @@ Each sample's media go into its shard as their own bytes (an image file as it is
 folder as its frame images), so the folder can be moved, uploaded to the Hub or read by megatron-energon without the
 original files; the layout is described in `shards.py`. Shards are written in parallel (`num_proc`), each worker
 reading its media and writing its own tar: the work is reading and writing bytes, so a media file is never decoded
-and never read twice: opened once, its size taken from the open file, its bytes copied into the shard
-(`os.sendfile` for large files). Tar headers are built from a template, not by `tarfile`.
+and never read twice: opened once, a small file read whole in one call, a large one's size taken from the open file
+and its bytes copied into the shard by the kernel (`os.sendfile`). Tar headers are built from a template, not by
+`tarfile`.
 
 A shard's bytes depend only on the data and the convert's options (fixed mtime, owner and mode; records in the
 seeded order), so a convert is resumable: the folder is written beside its target (`.NAME.partial-PLAN`, PLAN a
@@ -175,7 +176,7 @@ class Rows:
     slices: `datasets` gathers them one by one and `to_pylist` converts 1,000 pieces (14 us a row at 1M rows, more than
     reading the media and writing the tar together). A dataset of at most `CONTIGUOUS_ROWS_BYTES` (a million LLaVA
     records with their paths are 250 MB) is copied once into one table, before the workers fork (they share it), and
-    `take` gathers from it in C++ (5 us a row, conversion included). Larger ones, with media bytes inside, are
+    `take` gathers from it in C++ (3-5 us a row, conversion included). Larger ones, with media bytes inside, are
     gathered from the memory map in pieces of `ROWS_PER_READ`, each made contiguous before it is converted."""
 
     def __init__(self, dataset: datasets.Dataset):
