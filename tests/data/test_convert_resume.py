@@ -106,6 +106,41 @@ def test_shards_do_not_depend_on_the_worker_count(tmp_path, mixed_media):
     assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")
 
 
+def test_reading_the_media_leaves_their_access_times_and_works_for_files_of_another_owner(
+    tmp_path, mixed_media, monkeypatch
+):
+    """Convert opens media with O_NOATIME where Linux has it: the files it copies keep their access time (no inode
+    written per file, as tar's --atime-preserve=system). Only a file's owner may ask for that: where the kernel
+    refuses, convert drops the flag once and reads on, with the same bytes."""
+    from framelm.training.data import shard_writer
+
+    media = sorted([*tmp_path.glob("*.png"), *(tmp_path / "videos").glob("*.mp4")])
+    old = 1_000_000_000  # an access time older than the files' mtime: a plain read would update it (relatime)
+    for path in media:
+        os.utime(path, (old, path.stat().st_mtime))
+    assert data_main(convert_args(mixed_media, tmp_path / "wds", "--num-proc", "1")) == 0
+    if hasattr(os, "O_NOATIME"):
+        assert {path.name: path.stat().st_atime for path in media} == {path.name: old for path in media}
+
+    opened, real_open = [], os.open
+
+    def refusing(path, flags, *args, **kwargs):  # the kernel's answer to O_NOATIME on another user's file
+        opened.append(flags)
+        if flags & getattr(os, "O_NOATIME", 0):
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(shard_writer, "_open_flags", os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+    monkeypatch.setattr(shard_writer.os, "open", refusing)
+    assert data_main(convert_args(mixed_media, tmp_path / "again", "--num-proc", "1")) == 0
+    monkeypatch.undo()
+    tars = sorted(p.name for p in (tmp_path / "wds").glob("*.tar"))
+    assert tars and all((tmp_path / "again" / n).read_bytes() == (tmp_path / "wds" / n).read_bytes() for n in tars)
+    media_opens = [f for f in opened if not f & (os.O_WRONLY | os.O_CREAT)]
+    refused = sum(1 for f in media_opens if f & getattr(os, "O_NOATIME", 0))
+    assert refused == (1 if hasattr(os, "O_NOATIME") else 0) and len(media_opens) >= len(media)
+
+
 def test_a_convert_with_unreadable_media_resumes_once_they_are_fixed(tmp_path, mixed_media, capsys):
     assert data_main(convert_args(mixed_media, tmp_path / "reference")) == 0
     hidden = tmp_path / "img7b.png"  # the second image of r7

@@ -392,6 +392,9 @@ def _media_members(media: list[dict]) -> tuple[list[tuple[str, bytes | OpenFile]
 
 
 _SMALL_FILE = memoryview(bytearray(SENDFILE_FROM))  # where a media file's first read lands (one per process)
+# Linux: reading leaves the file's access time alone, so a convert writes no inode per media file (tar's
+# `--atime-preserve=system`); only the file's owner may ask, so after the first refusal the flag is dropped
+_open_flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
 
 
 def _open(path: str) -> bytes | OpenFile:
@@ -401,7 +404,14 @@ def _open(path: str) -> bytes | OpenFile:
         from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
 
         return fetch_bytes(path, FetchLimits())
-    fd = os.open(path, os.O_RDONLY)
+    global _open_flags
+    try:
+        fd = os.open(path, _open_flags)
+    except PermissionError:
+        if _open_flags == os.O_RDONLY:
+            raise
+        _open_flags = os.O_RDONLY
+        fd = os.open(path, _open_flags)
     try:
         size = os.preadv(fd, [_SMALL_FILE], 0)
         if size < SENDFILE_FROM:
