@@ -52,7 +52,7 @@ from framelm.training.data.sources import SHARD_MANIFEST
 logger = logging.getLogger(__name__)
 
 ROWS_PER_READ = 256  # rows (with their embedded media bytes) read from the Arrow dataset at a time
-CONTIGUOUS_ROWS_BYTES = 1 << 30  # rows up to this size are copied once into one table: a `take` from it is 15x faster
+CONTIGUOUS_ROWS_BYTES = 1 << 30  # rows up to this size are copied once into one table (`Rows`): 4x faster to gather
 ENERGON_DATASET_YAML = "__module__: megatron.energon\n__class__: CrudeWebdataset\n"
 SHARD_MTIME = 946_684_800  # 2000-01-01: every member's mtime, so that a shard's bytes depend on its content only
 MEMBER_MODE = 0o444
