@@ -171,9 +171,11 @@ def convert_vs_tar(
 def energon_prepare(shards: Path, run: Callable) -> dict:
     """`energon prepare` of the shards (energon's index, which its reader needs): the step an energon user runs after
     writing shards, timed as a case of its own, with a worker per core (its default is 16)."""
+    from framelm.training.env import usable_cores  # the cores convert's writers use too
+
     command = [sys.executable, "-m", "megatron.energon.cli.main", "prepare", str(shards), "--non-interactive",
                "--split-parts", r"train:train-.*\.tar", "--split-parts", r"val:val-.*\.tar",
-               "--num-workers", str(len(os.sched_getaffinity(0))), "--no-progress"]  # fmt: skip
+               "--num-workers", str(usable_cores()), "--no-progress"]  # fmt: skip
     result = run(command)
     assert result["returncode"] == 0, "energon prepare failed"
     records = sum(json.loads((shards / "framelm_shards.json").read_text())["splits"][s]["records"]

@@ -48,7 +48,7 @@ def test_no_data_is_refused_before_anything_is_read():
         open_source(DataArguments())
 
 
-def test_loading_tunes_the_collector_for_its_pass_and_restores_the_process_settings(tmp_path, llava_data):
+def test_loading_tunes_the_collector_for_its_pass_and_restores_the_process_settings(tmp_path, llava_data, monkeypatch):
     """`few_collections` holds for a pass over the records (its map workers fork inside it) and gives the process its
     own collector settings back after it, also when the pass fails."""
     import gc
@@ -69,5 +69,19 @@ def test_loading_tunes_the_collector_for_its_pass_and_restores_the_process_setti
             pass
         assert gc.get_threshold() == COLLECT_EVERY and gc.get_freeze_count() > 0  # an inner pass leaves the outer's
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    from framelm.training.data import loading
+
+    seen, real_open_source = [], loading.open_source
+
+    class Probe:  # the source as loading sees it: the collector's settings while it reads
+        def __init__(self, data):
+            self.source = real_open_source(data)
+
+        def load(self, data):
+            seen.append(gc.get_threshold())
+            return self.source.load(data)
+
+    monkeypatch.setattr(loading, "open_source", Probe)
     loaded = load_samples(DataArguments(dataset=str(llava_data), cache_dir=str(tmp_path / "cache")))
-    assert loaded.total == 6 and gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert seen == [COLLECT_EVERY] and loaded.total == 6
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

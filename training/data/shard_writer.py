@@ -186,13 +186,13 @@ class Rows:
         self.dataset = dataset.with_format("arrow")
 
     def __call__(self, positions: np.ndarray):
+        for start in range(0, len(positions), ROWS_PER_READ):
+            yield from self._piece(positions[start : start + ROWS_PER_READ]).to_pylist()
+
+    def _piece(self, positions: np.ndarray):
         if self.table is None:
-            for start in range(0, len(positions), ROWS_PER_READ):
-                yield from self.dataset[positions[start : start + ROWS_PER_READ]].combine_chunks().to_pylist()
-            return
-        rows = positions if self.mapping is None else self.mapping[positions]
-        for start in range(0, len(rows), ROWS_PER_READ):
-            yield from self.table.take(rows[start : start + ROWS_PER_READ]).to_pylist()
+            return self.dataset[positions].combine_chunks()
+        return self.table.take(positions if self.mapping is None else self.mapping[positions])
 
 
 _ROWS: Rows | None = None  # the dataset's rows, set before the workers fork
