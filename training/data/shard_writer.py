@@ -56,7 +56,8 @@ CONTIGUOUS_ROWS_BYTES = 1 << 30  # rows up to this size are copied once into one
 ENERGON_DATASET_YAML = "__module__: megatron.energon\n__class__: CrudeWebdataset\n"
 SHARD_MTIME = 946_684_800  # 2000-01-01: every member's mtime, so that a shard's bytes depend on its content only
 MEMBER_MODE = 0o444
-WRITE_BUFFER = 4 << 20  # bytes gathered before one write() to the shard
+WRITE_BUFFER = 4 << 20  # bytes gathered before one os.writev() to the shard
+WRITE_PARTS = 1020  # or pieces (headers, contents, paddings): os.writev takes at most IOV_MAX (1024) at a time
 SENDFILE_FROM = 256 << 10  # media files at least this large are copied by the kernel (os.sendfile), not through Python
 
 
@@ -276,28 +277,32 @@ class OpenFile:
 
 class TarShard:
     """A WebDataset shard written member by member into one file: USTAR headers built from a template (the same bytes
-    `tarfile.TarInfo.tobuf` makes for them, at a tenth of the cost), small contents gathered into large writes, large
-    media files copied by the kernel. Every member has mtime `SHARD_MTIME`, mode 0444, owner 0:0 and no owner names,
-    so a shard's bytes depend on its content only. Read by `tarfile`, GNU tar, webdataset, `datasets` and energon
-    (tests/data/test_shards.py)."""
+    `tarfile.TarInfo.tobuf` makes for them, at a tenth of the cost), small contents handed to the kernel by the
+    hundred in one `os.writev` (never copied together in Python), large media files copied by the kernel. Every
+    member has mtime `SHARD_MTIME`, mode 0444, owner 0:0 and no owner names, so a shard's bytes depend on its content
+    only. Read by `tarfile`, GNU tar, webdataset, `datasets` and energon (tests/data/test_shards.py)."""
 
     def __init__(self, path: str):
         self.file = open(path, "wb", buffering=0)  # closed by __exit__
         self.fd = self.file.fileno()
-        self.buffer = bytearray()
+        self.parts: list[bytes] = []  # headers, contents and paddings not written yet
+        self.pending = 0  # their bytes
 
     def add(self, name: str, content: bytes | OpenFile) -> int:
         """Append a member; returns its size."""
         size = len(content) if isinstance(content, bytes) else content.size
-        self.buffer += ustar_header(name, size)
+        padding = _PADDING[-size % tarfile.BLOCKSIZE]  # members fill whole 512-byte blocks
         if isinstance(content, bytes):
-            self.buffer += content
+            self.parts += (ustar_header(name, size), content, padding)
+            self.pending += tarfile.BLOCKSIZE + size + len(padding)
+            if self.pending >= WRITE_BUFFER or len(self.parts) >= WRITE_PARTS:
+                self.flush()
         else:
+            self.parts.append(ustar_header(name, size))
             self.flush()
             self._sendfile(content, size)
-        self.buffer += bytes(-size % tarfile.BLOCKSIZE)  # members fill whole 512-byte blocks
-        if len(self.buffer) >= WRITE_BUFFER:
-            self.flush()
+            self.parts.append(padding)
+            self.pending = len(padding)
         return size
 
     def _sendfile(self, source: OpenFile, size: int) -> None:
@@ -309,9 +314,15 @@ class TarShard:
             offset += sent
 
     def flush(self) -> None:
-        if self.buffer:
-            self.file.write(self.buffer)  # a FileIO write of a regular file writes it all
-            self.buffer.clear()
+        if not self.parts:
+            return
+        written = os.writev(self.fd, self.parts)
+        if written < self.pending:  # a regular file takes it all, but for a full disk (then os.write raises why)
+            rest = memoryview(b"".join(self.parts))[written:]
+            while rest:
+                rest = rest[os.write(self.fd, rest) :]
+        self.parts.clear()
+        self.pending = 0
 
     def __enter__(self) -> TarShard:
         return self
@@ -319,10 +330,14 @@ class TarShard:
     def __exit__(self, *exc) -> None:
         try:
             if exc[0] is None:
-                self.buffer += bytes(2 * tarfile.BLOCKSIZE)  # the end-of-archive marker
+                self.parts.append(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker
+                self.pending += 2 * tarfile.BLOCKSIZE
                 self.flush()
         finally:
             self.file.close()
+
+
+_PADDING = [bytes(n) for n in range(tarfile.BLOCKSIZE)]
 
 
 _HEADER_MIDDLE = b"%07o\x00" % MEMBER_MODE + b"0000000\x00" * 2  # mode, uid, gid
@@ -391,7 +406,6 @@ def _media_members(media: list[dict]) -> tuple[list[tuple[str, bytes | OpenFile]
     return members, entries
 
 
-_SMALL_FILE = memoryview(bytearray(SENDFILE_FROM))  # where a media file's first read lands (one per process)
 # Linux: reading leaves the file's access time alone, so a convert writes no inode per media file (tar's
 # `--atime-preserve=system`); only the file's owner may ask, so after the first refusal the flag is dropped
 _open_flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
@@ -399,7 +413,7 @@ _open_flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
 
 def _open(path: str) -> bytes | OpenFile:
     """A media file's content: a small file's bytes (one read, which ends short of `SENDFILE_FROM`: open, read,
-    close, no stat) or a large file open for `os.sendfile`."""
+    close, no stat) or a large file open for `os.sendfile` (its first read was the size of the limit)."""
     if is_remote(path):  # the policy of data/paths.py; samples reach here resolved by it
         from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
 
@@ -413,9 +427,9 @@ def _open(path: str) -> bytes | OpenFile:
         _open_flags = os.O_RDONLY
         fd = os.open(path, _open_flags)
     try:
-        size = os.preadv(fd, [_SMALL_FILE], 0)
-        if size < SENDFILE_FROM:
-            return bytes(_SMALL_FILE[:size])
+        data = os.read(fd, SENDFILE_FROM)
+        if len(data) < SENDFILE_FROM:
+            return data
         large, fd = OpenFile(path, fd), -1  # closed by its owner from here
         return large
     finally:
