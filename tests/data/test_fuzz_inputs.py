@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pyarrow as pa
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +20,7 @@ from support.fuzz_records import json_values, record_lines, references
 from framelm.training.data.formats import ReadOptions
 from framelm.training.data.jsonio import iter_raw_records
 from framelm.training.data.mixture import MixtureError, check_entries, load_mixture
-from framelm.training.data.normalize import ROW_FEATURES, EntryJob, normalize_batch
+from framelm.training.data.normalize import EntryJob, normalize_batch, normalize_table
 from framelm.training.data.paths import (
     REMOTE_SCHEMES,
     RefusedReference,
@@ -72,8 +71,7 @@ def test_records_never_raise_and_every_line_is_a_sample_or_a_reported_problem(li
                 raw[name][0].append(value)
         job = EntryJob(label=str(path), reader=reader, table=False,
                        options=ReadOptions(base_dir="/data", image_folder="/img", source="fuzz"))  # fmt: skip
-        rows = normalize_batch(raw, job)  # stage two, as `Dataset.map` runs it
-        pa.Table.from_pydict(rows, schema=ROW_FEATURES.arrow_schema)  # the Arrow write that must never fail
+        rows = normalize_table(raw, job).to_pydict()  # stage two, as `Dataset.map` runs it: it must never fail
     finally:
         path.unlink()
     assert len(rows["where"]) == PER_EXAMPLE  # good + bad = total: one row per line

@@ -51,6 +51,7 @@ from framelm.training.data.normalize import (
     detect_batch_format,
     entry_job,
     normalize_batch,
+    normalize_table,
 )
 from framelm.training.data.paths import looks_like_url
 from framelm.training.data.policy import BadRecordsError
@@ -169,7 +170,7 @@ class RecordSource(DataSource):
             job = replace(job, reader=name)
             formats[entry.name] = name
             rows = raw.map(
-                normalize_batch,
+                normalize_table,
                 batched=True,
                 batch_size=1000 if entry.is_table else 1,  # a JSON row is already a chunk of CHUNK_RECORDS records
                 num_proc=map_workers(data.num_proc, records, len(raw)),
