@@ -248,12 +248,12 @@ def _write_shard(job: tuple) -> ShardResult:
                 sink.add(f"{key}.json", orjson.dumps(row))
                 for name, content in members:
                     result.media_bytes += sink.add(f"{key}.{name}", content)
+                    result.members.add(name)
             finally:
                 for _, content in members:
                     if isinstance(content, OpenFile):
                         content.close()
             result.records += 1
-            result.members.update(name for name, _ in members)
     if result.problems and not keep_bad:
         return result
     os.replace(partial, final)
