@@ -9,10 +9,11 @@ Run through `python bench/data_scale.py --part shards [--quick]`; what is measur
 - real-sized media: records mixed like LLaVA-Video's (30 % text only, 40 % with one or two ~100 KB JPEGs, 30 % with a
   1-5 MB mp4: bytes of that size with an mp4 header, which convert copies and never decodes), same two commands;
 - each command twice, alternating, best of the two (every round's time recorded), dirty pages flushed before each
-  (all read files the generator has just written, from the page cache); convert cold (no `datasets` cache) and
-  after `framelm data validate` filled it (the records read and checked once); records/s and MB/s (output bytes a
-  second) of the whole command, and of convert's writing phase alone (its log line: the rest is Python's start,
-  imports and reading the records);
+  (all read files the generator has just written, from the page cache), each writing into an empty place (the
+  outputs of earlier runs removed, untimed: tar's after its run, convert's before); convert cold (no `datasets`
+  cache) and after `framelm data validate` filled it (the records read and checked once); records/s and MB/s (output
+  bytes a second) of the whole command, and of convert's writing phase alone (its log line: the rest is Python's
+  start, imports and reading the records);
 - streaming read-back with 2 DataLoader workers: framelm's training stream (`data_prep.stream_for_training`: seeded
   shuffle, the length rule's token counts, no media decoded; and collated batches for a few thousand records),
   `webdataset.WebDataset` (json parsed, media bytes kept), `datasets.load_dataset(folder, streaming=True)` and
@@ -129,6 +130,9 @@ def convert_vs_tar(
     for _ in range(rounds):
         for name, command in commands.items():
             shutil.rmtree(cache, ignore_errors=True)  # cold, unless the validate below fills it
+            # every command writes into an empty place: tar's and the peer's outputs are removed after their runs,
+            # convert's before its run (it would replace the last one, and deleting 3.4 GB of shards takes ~1 s)
+            shutil.rmtree(work / f"shards_{label}", ignore_errors=True)
             if name in before:
                 assert run(before[name])["returncode"] == 0, f"validate before {name} failed"
             result = run(command, keep_output=True)
