@@ -50,7 +50,7 @@ from framelm.training.data.normalize import (
     EntryJob,
     detect_batch_format,
     entry_job,
-    normalize_batch,
+    normalize_rows,
     normalize_table,
 )
 from framelm.training.data.paths import looks_like_url
@@ -334,9 +334,7 @@ def _stream_rows(
     """The generator behind each entry's IterableDataset: ROW_FEATURES rows, chunk by chunk."""
     for _ in range(copies):
         for chunk in _chunks(entry, data, job, shards, selection):
-            out = normalize_batch(_stage_one(chunk, job), job)
-            for values in zip(*out.values(), strict=True):
-                yield dict(zip(out, values, strict=True))
+            yield from normalize_rows(_stage_one(chunk, job), job)
 
 
 def _stage_one(chunk: dict, job: EntryJob) -> dict:

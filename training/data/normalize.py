@@ -116,7 +116,13 @@ def normalize_table(batch: dict, job: EntryJob) -> pa.Table:
 
 
 def normalize_batch(batch: dict, job: EntryJob) -> dict[str, list]:
-    """Parse, preprocess and read each record of a stage-one batch into one ROW_FEATURES row."""
+    """`normalize_rows` as columns, the batch a `Dataset.map` function returns."""
+    rows = normalize_rows(batch, job)
+    return {name: [row[name] for row in rows] for name in ROW_FEATURES}
+
+
+def normalize_rows(batch: dict, job: EntryJob) -> list[dict]:
+    """Parse, preprocess and read each record of a stage-one batch into one ROW_FEATURES row, in file order."""
     if isinstance(batch, pa.Table):  # table rows come in Arrow format, so that media features stay undecoded
         batch = batch.to_pydict()
     read = READERS[job.reader]
@@ -144,4 +150,4 @@ def normalize_batch(batch: dict, job: EntryJob) -> dict[str, list]:
                    "media": [], "problem": result.problem, "fix": result.fix, "kind": result.kind}  # fmt: skip
         row["note"] = note
         rows.append(row)
-    return {name: [row[name] for row in rows] for name in ROW_FEATURES}
+    return rows
