@@ -14,6 +14,8 @@ Run through `python bench/data_scale.py --part shards [--quick]`; what is measur
   cache) and after `framelm data validate` filled it (the records read and checked once); records/s and MB/s (output
   bytes a second) of the whole command, and of convert's writing phase alone (its log line: the rest is Python's
   start, imports and reading the records);
+- `framelm data validate` with its media check (every image decoded as training decodes it) on the small records,
+  once: no peer checks media; its records/s are reported;
 - streaming read-back with 2 DataLoader workers: framelm's training stream (`data_prep.stream_for_training`: seeded
   shuffle, the length rule's token counts, no media decoded; and collated batches for a few thousand records),
   `webdataset.WebDataset` (json parsed, media bytes kept), `datasets.load_dataset(folder, streaming=True)` and
@@ -224,6 +226,20 @@ def shard_cases(work: Path, n: int, quick: bool, run: Callable[..., dict]) -> tu
         summary[name.replace("_vs_tar", "_vs_webdataset_shardwriter")] = {
             "target": "reported", "measured": round(convert[key] / peer[key], 3), "met": True
         }  # fmt: skip
+    # the media check training relies on: every image decoded as training decodes it (no peer does this)
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    checked = run(FRAMELM_DATA + ["validate", str(small_records), "--cache-dir", str(work / "cache")])
+    assert checked["returncode"] == 0, "validate with the media check failed"
+    checked |= {"case": "small: framelm data validate (media check)", "records": n_small,
+                "records_per_s": round(n_small / checked["seconds"])}  # fmt: skip
+    cases.append(checked)
+    print(f"{checked['case']:<62} {checked['seconds']:>6.1f} s {checked['records_per_s']:>7,} rec/s "
+          f"{checked['cpu_seconds']:>6.1f} CPU-s (load {checked['load_average_before']:.1f})")  # fmt: skip
+    summary["validate_media_check_small_records_per_s"] = {
+        "target": "reported",
+        "measured": checked["records_per_s"],
+        "met": True,
+    }
     one = by_case["small: framelm data convert --to webdataset --num-proc 1"]["writer_records_per_s"]
     two = by_case["small: framelm data convert --to webdataset --num-proc 2"]["writer_records_per_s"]
     summary["convert_num_proc_2_vs_1_writing_phase"] = {"target": "reported", "measured": round(two / one, 2),

@@ -67,23 +67,25 @@ def load_image(source, limits: FetchLimits | None = None) -> PIL.Image.Image:  #
     from PIL import Image
 
     if isinstance(source, (str, os.PathLike)):
-        return _to_rgb(_decode_image(*image_source(os.fspath(source), limits or FetchLimits())))
+        return to_rgb(decode_image(*image_source(os.fspath(source), limits or FetchLimits())))
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _to_rgb(_decode_image(io.BytesIO(source), f"of {len(source)} bytes"))
+        return to_rgb(decode_image(io.BytesIO(source), f"of {len(source)} bytes"))
     if isinstance(source, Image.Image):
-        return _to_rgb(source)
+        return to_rgb(source)
     if isinstance(source, torch.Tensor):
         source = source.detach().cpu().numpy()
     if isinstance(source, np.ndarray):
-        return _to_rgb(_array_to_image(source))
+        return to_rgb(_array_to_image(source))
     raise TypeError(
         f"cannot read {type(source).__name__} as an image: pass a path, URL, data URL, base64 string, bytes, "
         "PIL image, array or tensor"
     )
 
 
-def _decode_image(source, where: str):
-    """Open and decode every pixel now: a truncated file fails here, not later inside a collator."""
+def decode_image(source, where: str):
+    """A path or file object -> its image as stored (mode unchanged, EXIF orientation applied), every pixel decoded
+    now: a truncated file fails here, not later inside a collator. `where` names the image in the errors
+    (ValueError; a decompression bomb's has the `DecompressionBombError` as its cause)."""
     from PIL import Image, ImageOps
 
     try:
@@ -135,7 +137,8 @@ def composite_on_white(rgba: torch.Tensor) -> torch.Tensor:
     return ((wide[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).to(torch.uint8)
 
 
-def _to_rgb(image):
+def to_rgb(image):
+    """A decoded image of any mode -> RGB, with the fixes `load_image` describes."""
     from PIL import Image
 
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info

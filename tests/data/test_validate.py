@@ -3,7 +3,9 @@ warnings; the counts add up."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 
 import pytest
@@ -99,6 +101,36 @@ def test_every_media_problem_is_reported_and_counts_add_up(tmp_path, media_root)
     assert "records read" in table and "unusual_mode                         4" in table
     headers = (table.index("\n  error "), table.index("\n  warning "))
     assert headers[0] < table.index("missing_file") < headers[1] < table.index("unusual_mode")  # errors first
+
+
+def test_media_checked_in_processes_find_what_one_process_finds(tmp_path, media_root, monkeypatch):
+    """Local files and embedded media go to forked check processes past `PROCESS_MIN_FILES`: the same problems,
+    word for word and in the same order, as checking them in this process."""
+    from framelm.training.data import validate as validate_module
+
+    cut = base64.b64encode((media_root / "cut.jpg").read_bytes()).decode()
+    embedded = {"id": "cut_inline", "image": f"data:image/jpeg;base64,{cut}", "conversations": conversation("<image>")}
+    path = write_jsonl(tmp_path / "train.jsonl", GOOD + [record for record, _ in BAD] + [embedded])
+    checked_by = tmp_path / "pids"
+    real_check = validate_module.check_media_file
+
+    def check_and_note_pid(*args):
+        with open(checked_by, "a") as pids:
+            pids.write(f"{os.getpid()}\n")
+        return real_check(*args)
+
+    monkeypatch.setattr(validate_module, "check_media_file", check_and_note_pid)
+    one = validate(data_args(path, tmp_path, media_root, num_proc=1))
+    assert set(checked_by.read_text().split()) == {str(os.getpid())}
+    checked_by.unlink()
+    monkeypatch.setattr(validate_module, "PROCESS_MIN_FILES", 1)
+    two = validate(data_args(path, tmp_path, media_root, num_proc=2))
+    pids = set(checked_by.read_text().split())
+    assert len(pids) == 2 and str(os.getpid()) not in pids  # two forked processes did the checks
+    assert [p.to_report() for p in two.problems] == [p.to_report() for p in one.problems]
+    assert (two.bad_records, two.warned_records) == (one.bad_records, one.warned_records)
+    inline = [p for p in two.problems if p.id == "cut_inline"]
+    assert [p.kind for p in inline] == ["undecodable"] and "image data URL (embedded)" in inline[0].problem
 
 
 def test_ignoring_a_kind_and_skipping_media(tmp_path, media_root):

@@ -77,7 +77,11 @@ class DataArguments:
                   "(every local media file is checked to exist first) and while training; 0: none."},
     )  # fmt: skip
     num_proc: int | None = field(
-        default=None, metadata={"help": "Worker processes reading the data (default: all cores for large files)."}
+        default=None,
+        metadata={
+            "help": "Worker processes reading the data and checking its media files (default: all cores for "
+            "large inputs)."
+        },
     )
     sampling_seed: int = field(
         default=0,

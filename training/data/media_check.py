@@ -10,7 +10,6 @@ folder (a corrupt frame, frames of mixed sizes, a folder named like a frame) and
 from __future__ import annotations
 
 import inspect
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -144,23 +143,24 @@ def _frame_headers(folder: str) -> list[Problem]:
 
 
 def _check_image(path: str, check: MediaCheck) -> list[Problem]:
-    from PIL import Image, UnidentifiedImageError
+    """Decode it as training does (`load_image`'s decode, then its conversion to RGB), opened once: the mode and size
+    looked at are the stored ones, before the conversion."""
+    from PIL import Image
 
-    from framelm.processing.media_framelm import load_image
+    from framelm.processing.media_framelm import decode_image, to_rgb
 
     try:
         source, shown = image_source(path, check.limits)  # the bytes of a URL, fetched within the limits
     except (OSError, ImportError, ValueError) as err:
         return [_fetch_problem("image", path, err)]
-    found = []
     try:
-        with Image.open(source) as image:  # reads the header only: the mode as stored, before any conversion
-            mode, size = image.mode, image.size
-    except Image.DecompressionBombError as err:  # the header claims more pixels than PIL (and training) will decode
-        return [("undecodable", f"image {shown} is too large to decode safely: {err}",
-                 "downscale it; training refuses it as it is")]  # fmt: skip
-    except (UnidentifiedImageError, OSError) as err:
-        return [("undecodable", f"cannot open image {shown}: {err}", "replace the file with a valid image")]
+        image = decode_image(source, shown)
+    except ValueError as err:
+        if isinstance(err.__cause__, Image.DecompressionBombError):  # more pixels than PIL (and training) decode
+            return [("undecodable", str(err), "downscale it; training refuses it as it is")]
+        return [("undecodable", str(err), "replace the file with a valid image")]
+    found = []
+    mode, size = image.mode, image.size
     if min(size) <= 1:
         found.append(("tiny_image", f"image {shown} is {size[0]}x{size[1]} pixels",
                       "replace it: a one-pixel image holds no content (often a failed download)"))  # fmt: skip
@@ -169,7 +169,7 @@ def _check_image(path: str, check: MediaCheck) -> list[Problem]:
                "convert it yourself if that is not what you want, or pass --ignore unusual_mode")  # fmt: skip
         found.append(("unusual_mode", f"image {shown} is {MODE_NAMES.get(mode, mode)} (mode {mode})", fix))
     try:
-        load_image(source.getvalue() if isinstance(source, io.BytesIO) else path)
+        to_rgb(image)
     except (ValueError, OSError) as err:
-        found.append(("undecodable", f"cannot decode image {shown}: {err}", "replace the file (truncated?)"))
+        found.append(("undecodable", f"cannot convert image {shown} to RGB: {err}", "replace the file"))
     return found

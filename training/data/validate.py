@@ -16,8 +16,10 @@ several problems is reported once per problem; the counts of records always add 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +34,14 @@ from framelm.training.data.budget import measure_lengths, too_long_problems, tru
 from framelm.training.data.embedded import check_embedded, embedded_positions
 from framelm.training.data.loading import LoadedSamples, load_samples
 from framelm.training.data.media_check import WARNING_KINDS, MediaCheck, check_media_file
+from framelm.training.data.paths import is_remote
 from framelm.training.data.sample import Media, RecordProblem
 from framelm.training.env import usable_cores
 
 logger = logging.getLogger(__name__)
+
+FETCH_THREADS = 8  # downloads of remote media at a time: they wait on the network, not on a core
+PROCESS_MIN_FILES = 500  # below this, forking the check processes (~50 ms) costs more than they save
 
 
 @dataclass
@@ -144,8 +150,11 @@ def _file_order(where: str) -> tuple[str, int]:
 def media_problems(
     loaded: LoadedSamples, media: MediaCheck, num_workers: int | None = None
 ) -> list[tuple[int, RecordProblem]]:
-    """Open every distinct media item once (in threads: decoders and downloads release the GIL) and report it for
-    each record that uses it, as (dataset row, problem) pairs."""
+    """Open every distinct media item once and report it for each record that uses it, as (dataset row, problem)
+    pairs. Local files and embedded media are checked in worker processes (`num_workers`, default every core):
+    decoding a small image is mostly Python work around a short decode, and threads on it wait for each other (1M
+    32x32 JPEGs: 2,900 files/s in 4 threads, 6,900 in one, 12,800 in 2 processes). URLs are fetched in threads."""
+    global _CHECKED
     table = loaded.dataset.select_columns(["where", "id", "media"]).with_format("arrow")[:]
     column = table.column("media")
     flat = pc.list_flatten(column)
@@ -155,18 +164,30 @@ def media_problems(
     keys = [("embedded", j) if j in embedded else (k, p) for j, (k, p) in enumerate(zip(kinds, paths, strict=True))]
     distinct = sorted({key for key in keys if key[0] != "embedded"})
     jobs = dict(zip(distinct, distinct, strict=True)) | {("embedded", j): j for j in embedded}
-
-    def check(job) -> list[tuple[str, str, str]]:
-        if isinstance(job, int):
-            return check_embedded(Media.from_row(flat[job].as_py()), lambda k, p: check_media_file(k, p, media))
-        return check_media_file(*job, media)
-
-    workers = num_workers or min(8, 2 * usable_cores())
-    with ThreadPoolExecutor(workers) as pool:
-        results = dict(
-            zip(jobs, tqdm(pool.map(check, jobs.values()), total=len(jobs), desc="checking media", unit="file"),
-                strict=True)
-        )  # fmt: skip
+    remote = [key for key in distinct if is_remote(key[1])]
+    local = [key for key in jobs if key[0] == "embedded" or not is_remote(key[1])]
+    processes = num_workers or usable_cores()
+    _CHECKED = (flat, media)
+    # forked before the progress bar's and the fetches' threads start
+    forked = processes > 1 and len(local) >= PROCESS_MIN_FILES
+    pool = multiprocessing.get_context("fork").Pool(processes) if forked else None
+    results = {}
+    try:
+        with (
+            tqdm(total=len(jobs), desc="checking media", unit="file") as progress,
+            ThreadPoolExecutor(FETCH_THREADS) as threads,
+        ):
+            fetched = threads.map(_check_job, remote)
+            local_jobs = [jobs[key] for key in local]
+            chunk = max(1, min(256, len(local) // (8 * processes)))
+            checked = pool.imap(_check_job, local_jobs, chunk) if pool else map(_check_job, local_jobs)
+            for key, found in zip(local + remote, itertools.chain(checked, fetched), strict=True):
+                results[key] = found
+                progress.update()
+    finally:
+        if pool:
+            pool.terminate()
+        _CHECKED = None
     where, ids = table.column("where").to_pylist(), table.column("id").to_pylist()
     problems = []
     for row, key in zip(rows, keys, strict=True):
@@ -175,3 +196,14 @@ def media_problems(
             problem = RecordProblem(where[row], text, fix, id=ids[row], kind=problem_kind, severity=severity)
             problems.append((int(row), problem))
     return problems
+
+
+_CHECKED: tuple | None = None  # (the flat media column, the MediaCheck), set before the check processes fork
+
+
+def _check_job(job: tuple[str, str] | int) -> list[tuple[str, str, str]]:
+    """The problems of one media item: a (kind, path or URL) pair, or the position of embedded media."""
+    flat, media = _CHECKED
+    if isinstance(job, int):
+        return check_embedded(Media.from_row(flat[job].as_py()), lambda k, p: check_media_file(k, p, media))
+    return check_media_file(*job, media)
