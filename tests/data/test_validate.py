@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 
 import pytest
 from PIL import Image
@@ -16,6 +17,7 @@ from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.media_check import MediaCheck, check_media_file
 from framelm.training.data.validate import validate
+from framelm.training.errors import InputError
 
 
 def conversation(question: str, answer: str = "ok") -> list[dict]:
@@ -103,6 +105,7 @@ def test_every_media_problem_is_reported_and_counts_add_up(tmp_path, media_root)
     assert headers[0] < table.index("missing_file") < headers[1] < table.index("unusual_mode")  # errors first
 
 
+@pytest.mark.timeout(120)  # forks check processes: a lost one must fail the test, not hang it
 def test_media_checked_in_processes_find_what_one_process_finds(tmp_path, media_root, monkeypatch):
     """Local files and embedded media go to forked check processes past `PROCESS_MIN_FILES`: the same problems,
     word for word and in the same order, as checking them in this process."""
@@ -131,6 +134,32 @@ def test_media_checked_in_processes_find_what_one_process_finds(tmp_path, media_
     assert (two.bad_records, two.warned_records) == (one.bad_records, one.warned_records)
     inline = [p for p in two.problems if p.id == "cut_inline"]
     assert [p.kind for p in inline] == ["undecodable"] and "image data URL (embedded)" in inline[0].problem
+
+
+@pytest.mark.timeout(120)  # forks check processes: a lost one must fail the test, not hang it
+def test_a_check_process_that_dies_is_an_error_naming_the_file_it_held(tmp_path, media_root, monkeypatch):
+    """A decoder that crashes its process (a signal, not an exception) must not hang validate: the error names the
+    file that was being checked."""
+    from framelm.training.data import validate as validate_module
+
+    shutil.copy(media_root / "good.png", media_root / "a_crash.png")
+    records = [{"id": "crash", "image": "a_crash.png", "conversations": conversation("<image>")}, *GOOD]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    real_check, parent = validate_module.check_media_file, os.getpid()
+
+    def crash_on_one_file(kind, file, check):
+        if file.endswith("a_crash.png") and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real_check(kind, file, check)
+
+    monkeypatch.setattr(validate_module, "check_media_file", crash_on_one_file)
+    monkeypatch.setattr(validate_module, "PROCESS_MIN_FILES", 1)
+    with pytest.raises(InputError, match="a media check process died while checking ") as caught:
+        validate(data_args(path, tmp_path, media_root, num_proc=2))
+    named = caught.value.message.split(" while checking ", 1)[1].split(": the file may crash")[0].split(" or ")
+    # the file the crashed process held, and at most the one the other process was checking when the pool broke
+    assert str(media_root / "a_crash.png") in named and len(named) <= 2, named
+    assert caught.value.fix
 
 
 def test_ignoring_a_kind_and_skipping_media(tmp_path, media_root):
