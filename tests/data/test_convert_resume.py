@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import tarfile
 
 import pytest
@@ -123,6 +125,33 @@ def test_writes_the_kernel_cuts_short_are_finished_with_the_same_bytes(tmp_path,
     monkeypatch.setattr(shard_writer.os, "writev", real_writev)
     assert cut and max(cut) > 2
     assert folder_bytes(tmp_path / "cut") == folder_bytes(tmp_path / "whole")
+
+
+@pytest.mark.timeout(120)  # forks writer processes: a lost one must fail the test, not hang it
+def test_a_writer_process_killed_is_an_error_and_the_next_run_finishes_the_shards(
+    tmp_path, mixed_media, monkeypatch, capsys
+):
+    """A worker killed by a signal (the OOM killer) stops the convert with an error saying to run it again, never a
+    hang; the run again ends with the bytes of an uninterrupted run."""
+    from framelm.training.data import shard_writer
+
+    assert data_main(convert_args(mixed_media, tmp_path / "whole", "--num-proc", "1")) == 0
+    parent, real_shard = os.getpid(), shard_writer.TarShard
+
+    class KilledOnOneShard(real_shard):
+        def __init__(self, path: str):
+            if os.getpid() != parent and path.endswith(".train-000002.tar.partial"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().__init__(path)
+
+    monkeypatch.setattr(shard_writer, "TarShard", KilledOnOneShard)
+    assert data_main(convert_args(mixed_media, tmp_path / "out", "--num-proc", "2")) == 1
+    error = capsys.readouterr().err
+    assert re.search(r"error: a shard writer process died after \d+ of 8 shards were written", error), error
+    assert "(run the same convert again: it keeps the finished shards" in error and not (tmp_path / "out").exists()
+    monkeypatch.setattr(shard_writer, "TarShard", real_shard)
+    assert data_main(convert_args(mixed_media, tmp_path / "out", "--num-proc", "2")) == 0
+    assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "whole")
 
 
 def test_reading_the_media_leaves_their_access_times_and_works_for_files_of_another_owner(

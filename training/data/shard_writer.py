@@ -26,7 +26,8 @@ import os
 import tarfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from framelm.training.data.shards import (
 )
 from framelm.training.data.sources import SHARD_MANIFEST
 from framelm.training.env import usable_cores
+from framelm.training.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -222,17 +224,25 @@ def _run(
     _ROWS = Rows(dataset)
     results, pool = [], None
     try:
-        with few_collections():  # the workers fork inside it: they inherit it, and the rows
+        with few_collections():  # the workers fork inside it (at the first submit): they inherit it, and the rows
             if workers > 1:
-                pool = multiprocessing.get_context("fork").Pool(workers)
-            outputs = pool.imap_unordered(_write_shard, jobs) if pool else map(_write_shard, jobs)
+                pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+                outputs = (done.result() for done in as_completed([pool.submit(_write_shard, job) for job in jobs]))
+            else:
+                outputs = map(_write_shard, jobs)
             for result in outputs:
                 results.append(result)
                 progress.update(result.records + len(result.problems))
+    except BrokenProcessPool:  # a worker killed by a signal (the OOM killer, a kill): the shards it finished stay
+        raise InputError(
+            f"a shard writer process died after {len(results)} of {len(jobs)} shards were written, killed by a signal "
+            "(out of memory?)",
+            "run the same convert again: it keeps the finished shards and writes the others",
+        ) from None
     finally:
         progress.close()
         if pool:
-            pool.terminate()
+            pool.shutdown(cancel_futures=True)
         _ROWS = None
     return results
 
