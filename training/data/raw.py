@@ -10,7 +10,9 @@ into records. Large JSON Lines files are split by byte range across processes.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 import datasets
@@ -97,6 +99,14 @@ def map_workers(num_proc: int | None, records: int, rows: int) -> int | None:
         num_proc = usable_cores() if records >= PARALLEL_MIN_RECORDS else 1
     num_proc = min(num_proc, rows)
     return num_proc if num_proc > 1 else None
+
+
+def forked_pool(processes: int) -> ProcessPoolExecutor:
+    """Worker processes that fork from this one at the first submit, so that they inherit what it holds (the rows
+    to write, the media to check) instead of receiving it pickled. A process pool, never threads, for per-record
+    Python work; `ProcessPoolExecutor`, never `multiprocessing.Pool`: a worker killed by a signal raises
+    `BrokenProcessPool` in the caller, where `Pool` would wait for its lost task forever."""
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
 
 
 @contextmanager

@@ -21,12 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import tarfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from framelm.training.atomic_write import folder_written_beside
 from framelm.training.data.embedded import extension_of
 from framelm.training.data.paths import is_remote
 from framelm.training.data.policy import apply_bad_record_policy, require_records
-from framelm.training.data.raw import few_collections, map_workers
+from framelm.training.data.raw import few_collections, forked_pool, map_workers
 from framelm.training.data.sample import RecordProblem
 from framelm.training.data.shards import (
     HUB_SPLIT_NAMES,
@@ -226,7 +225,7 @@ def _run(
     try:
         with few_collections():  # the workers fork inside it (at the first submit): they inherit it, and the rows
             if workers > 1:
-                pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+                pool = forked_pool(workers)
                 outputs = (done.result() for done in as_completed([pool.submit(_write_shard, job) for job in jobs]))
             else:
                 outputs = map(_write_shard, jobs)

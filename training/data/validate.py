@@ -22,7 +22,7 @@ import logging
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,7 @@ from framelm.training.data.embedded import check_embedded, embedded_positions
 from framelm.training.data.loading import LoadedSamples, load_samples
 from framelm.training.data.media_check import WARNING_KINDS, MediaCheck, check_media_file
 from framelm.training.data.paths import is_remote
+from framelm.training.data.raw import forked_pool
 from framelm.training.data.sample import Media, RecordProblem
 from framelm.training.env import usable_cores
 from framelm.training.errors import InputError
@@ -179,7 +180,7 @@ def media_problems(
     results, pool = [], None
     try:
         if forked:  # the processes fork at the first submit: before the progress bar's and the fetches' threads start
-            pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
+            pool = forked_pool(processes)
             checked = pool.map(_check_item, range(len(local)), chunksize=max(1, min(256, len(local) // 16)))
         else:
             checked = map(_check_item, range(len(local)))
