@@ -108,21 +108,31 @@ def test_shards_do_not_depend_on_the_worker_count(tmp_path, mixed_media):
     assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")
 
 
-def test_writes_the_kernel_cuts_short_are_finished_with_the_same_bytes(tmp_path, mixed_media, monkeypatch):
+def _piece_and_a_half(fd, parts) -> int:  # takes the first piece and half of the second only
+    return os.write(fd, parts[0]) + (os.write(fd, parts[1][: len(parts[1]) // 2]) if len(parts) > 1 else 0)
+
+
+def _all_but_the_end(fd, parts) -> int:  # takes everything but the last 100 bytes (a large file's first read too)
+    data = b"".join(parts)
+    return os.write(fd, data[:-100]) if len(data) > 100 else 0
+
+
+@pytest.mark.parametrize("cut_short", [_piece_and_a_half, _all_but_the_end])
+def test_writes_the_kernel_cuts_short_are_finished_with_the_same_bytes(tmp_path, mixed_media, monkeypatch, cut_short):
     """A shard's small members go to the kernel in one os.writev; where it takes only part of them (a disk filling
     up, a signal), the rest is written after: the shards are the bytes of a run whose writes all went through."""
     from framelm.training.data import shard_writer
 
     assert data_main(convert_args(mixed_media, tmp_path / "whole", "--num-proc", "1")) == 0
-    real_writev, cut = os.writev, []
+    cut = []
 
-    def short_writev(fd, parts):  # takes the first piece and half of the second only
+    def short_writev(fd, parts):
         cut.append(len(parts))
-        return os.write(fd, parts[0]) + (os.write(fd, parts[1][: len(parts[1]) // 2]) if len(parts) > 1 else 0)
+        return cut_short(fd, parts)
 
     monkeypatch.setattr(shard_writer.os, "writev", short_writev)
     assert data_main(convert_args(mixed_media, tmp_path / "cut", "--num-proc", "1")) == 0
-    monkeypatch.setattr(shard_writer.os, "writev", real_writev)
+    monkeypatch.undo()
     assert cut and max(cut) > 2
     assert folder_bytes(tmp_path / "cut") == folder_bytes(tmp_path / "whole")
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import glob
 import itertools
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -20,6 +22,7 @@ from framelm.training.cli import data_main
 from framelm.training.data.arguments import DataArguments
 from framelm.training.data.policy import BadRecordsError
 from framelm.training.data.sample import Sample
+from framelm.training.data.shard_writer import SENDFILE_FROM
 from framelm.training.data.shards import read_manifest, shard_source, stream_shards
 from framelm.training.data.sources import SHARD_MANIFEST
 from framelm.training.env import framelm_version as version
@@ -29,9 +32,12 @@ RECORDS = 20
 
 @pytest.fixture
 def llava_media(tmp_path, make_image, make_mp4, make_frame_folder):
-    """RECORDS records using an image each (a distinct colour), and every third one a video file and a frame folder."""
+    """RECORDS records using an image each (a distinct colour), and every third one a video file and a frame folder
+    whose first frame is larger than SENDFILE_FROM (bytes after a JPEG's end are ignored by decoders)."""
     make_mp4("clip.mp4", num_frames=8)
-    make_frame_folder("frames", num_frames=5, fps="2.0")
+    folder = make_frame_folder("frames", num_frames=5, fps="2.0")
+    with open(sorted(Path(folder).iterdir())[0], "ab") as first:
+        first.write(os.urandom(SENDFILE_FROM))
     records = []
     for i in range(RECORDS):
         make_image(f"img{i}.png", color=(10 * i, 0, 255 - 10 * i))

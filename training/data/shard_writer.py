@@ -281,13 +281,15 @@ def _write_shard(job: tuple) -> ShardResult:
 
 
 class OpenFile:
-    """A large media file, open: its size from the open descriptor, its bytes copied into the shard by the kernel,
-    never read into Python. The size is checked against what was copied: a file changing meanwhile is an error, not a
-    corrupt member."""
+    """A large media file, open: `head`, its first bytes (the read that found it large), then the rest copied into
+    the shard by the kernel, never read into Python. The size is checked against what was copied: a file changing
+    meanwhile is an error, not a corrupt member."""
 
-    def __init__(self, path: str, fd: int):
-        self.path, self.fd = path, fd
+    def __init__(self, path: str, fd: int, head: bytes):
+        self.path, self.fd, self.head = path, fd, head
         self.size = os.fstat(fd).st_size
+        if self.size < len(head):
+            raise OSError(f"{path} changed while it was read ({len(head)} bytes read, {self.size} now)")
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -317,8 +319,9 @@ class TarShard:
             self.pending += tarfile.BLOCKSIZE + size + len(padding)
             if self.pending >= WRITE_BUFFER or len(self.parts) >= WRITE_PARTS:
                 self.flush()
-        else:
-            self.parts.append(ustar_header(name, size))
+        else:  # the header and the bytes already read, then the rest of the file from the kernel
+            self.parts += (ustar_header(name, size), content.head)
+            self.pending += tarfile.BLOCKSIZE + len(content.head)
             self.flush()
             self._sendfile(content, size)
             self.parts.append(padding)
@@ -326,7 +329,7 @@ class TarShard:
         return size
 
     def _sendfile(self, source: OpenFile, size: int) -> None:
-        offset = 0
+        offset = len(source.head)
         while offset < size:
             sent = os.sendfile(self.fd, source.fd, offset, size - offset)
             if sent == 0:
@@ -433,7 +436,7 @@ _open_flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
 
 def _open(path: str) -> bytes | OpenFile:
     """A media file's content: a small file's bytes (one read, which ends short of `SENDFILE_FROM`: open, read,
-    close, no stat) or a large file open for `os.sendfile` (its first read was the size of the limit)."""
+    close, no stat) or a large file open for `os.sendfile`, with the bytes that first read took."""
     if is_remote(path):  # the policy of data/paths.py; samples reach here resolved by it
         from framelm.processing.sources_framelm import FetchLimits, fetch_bytes
 
@@ -450,7 +453,7 @@ def _open(path: str) -> bytes | OpenFile:
         data = os.read(fd, SENDFILE_FROM)
         if len(data) < SENDFILE_FROM:
             return data
-        large, fd = OpenFile(path, fd), -1  # closed by its owner from here
+        large, fd = OpenFile(path, fd, data), -1  # closed by its owner from here
         return large
     finally:
         if fd >= 0:
@@ -458,7 +461,7 @@ def _open(path: str) -> bytes | OpenFile:
 
 
 def _head(content: bytes | OpenFile) -> bytes:
-    return content[:16] if isinstance(content, bytes) else os.pread(content.fd, 16, 0)
+    return (content if isinstance(content, bytes) else content.head)[:16]
 
 
 def _read(path: str) -> bytes:
@@ -466,10 +469,12 @@ def _read(path: str) -> bytes:
     if isinstance(content, bytes):
         return content
     try:
-        data = os.pread(content.fd, content.size, 0)
+        rest = os.pread(content.fd, content.size - len(content.head), len(content.head))
     finally:
         content.close()
-    return data
+    if len(rest) != content.size - len(content.head):
+        raise OSError(f"{path} changed while it was read ({content.size} bytes expected)")
+    return content.head + rest
 
 
 def _write_metadata(folder: str, results: list[ShardResult], written: dict[str, int]) -> None:
