@@ -322,6 +322,19 @@ def test_jsonl_shards_count_bare_cr_line_ends_like_the_reader(tmp_path):
     assert [r.line for shard in shards for r in iter_raw_records(str(path), shard)] == list(range(1, 6001))
 
 
+def test_line_breaks_counted_across_block_ends_with_and_without_bare_cr():
+    """`jsonl_shards` counts line ends block by block; a block without any `\r` takes a one-pass count, which must
+    still join a `\r\n` split between two blocks into one line end."""
+    from framelm.training.data.jsonio import _line_breaks
+
+    for text in (b"a\r\nb\nc\r\n", b"a\rb\r\nc\n\n", b"\r\n\r\n", b"x\ny\r"):
+        whole = _line_breaks(text, False)
+        assert whole == len(text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")) - 1
+        for cut in range(len(text) + 1):
+            first, second = text[:cut], text[cut:]
+            assert _line_breaks(first, False) + _line_breaks(second, first.endswith(b"\r")) == whole, (text, cut)
+
+
 def test_paths_outside_the_root_are_accepted_when_allowed():
     record = {"image": "/elsewhere/x.jpg", "conversations": conv("<image>", "b")}
     read = get_reader("llava")
