@@ -323,8 +323,8 @@ def test_jsonl_shards_count_bare_cr_line_ends_like_the_reader(tmp_path):
 
 
 def test_line_breaks_counted_across_block_ends_with_and_without_bare_cr():
-    """`jsonl_shards` counts line ends block by block; a block without any `\r` takes a one-pass count, which must
-    still join a `\r\n` split between two blocks into one line end."""
+    """`jsonl_shards` counts line ends block by block; a block without any `\\r` takes a one-pass count, which must
+    still join a `\\r\\n` split between two blocks into one line end."""
     from framelm.training.data.jsonio import _line_breaks
 
     for text in (b"a\r\nb\nc\r\n", b"a\rb\r\nc\n\n", b"\r\n\r\n", b"x\ny\r"):
