@@ -162,6 +162,28 @@ def test_a_check_process_that_dies_is_an_error_naming_the_file_it_held(tmp_path,
     assert caught.value.fix
 
 
+def test_a_check_process_killed_between_files_is_an_error_that_blames_no_file(tmp_path, media_root, monkeypatch):
+    """Killed while it held no file (the OOM killer between two checks), the error says so instead of naming none."""
+    from framelm.training.data import validate as validate_module
+
+    path = write_jsonl(tmp_path / "train.jsonl", GOOD)
+    real_check, parent = validate_module.check_media_file, os.getpid()
+
+    def killed_after_a_file(kind, file, check):
+        found = real_check(kind, file, check)
+        if os.getpid() != parent:
+            marks = validate_module._CHECKS.marks
+            marks[:] = bytes([validate_module.DONE]) * len(marks)  # as if this file were finished
+            os.kill(os.getpid(), signal.SIGKILL)
+        return found
+
+    monkeypatch.setattr(validate_module, "check_media_file", killed_after_a_file)
+    monkeypatch.setattr(validate_module, "PROCESS_MIN_FILES", 1)
+    with pytest.raises(InputError, match="killed by a signal between two files") as caught:
+        validate(data_args(path, tmp_path, media_root, num_proc=2))
+    assert "while checking" not in caught.value.message and "--num-proc 1" in caught.value.fix
+
+
 def test_ignoring_a_kind_and_skipping_media(tmp_path, media_root):
     records = [GOOD[0], BAD[1][0], BAD[0][0]]  # good, grayscale, missing file
     path = write_jsonl(tmp_path / "train.jsonl", records)

@@ -194,6 +194,11 @@ def media_problems(
     except BrokenProcessPool:  # a process killed by a signal: a decoder's crash on a file, or the OOM killer
         named = [f"the embedded media of {where[rows[local[i][1]]]}" if local[i][0] == "embedded" else local[i][1]
                  for i, mark in enumerate(marks) if mark == STARTED]  # fmt: skip
+        if not named:  # killed between two files (by the OOM killer, or by hand): no file to blame
+            raise InputError(
+                "a media check process was killed by a signal between two files (out of memory?)",
+                "run validate again, with fewer processes (--num-proc 1) if memory is short",
+            ) from None
         raise InputError(
             f"a media check process died while checking {' or '.join(named)}: the file may crash its decoder, or "
             "memory ran out",
